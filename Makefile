@@ -1,0 +1,43 @@
+# orbiter-sync developer tasks. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint format typecheck redis-server clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+# Reinstall when the package metadata changes.
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The tests start private redis-server processes; install the binary when it is missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "redis-server not found: installing it with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	}
+
+lint: install
+	$(BIN)/ruff check orbiter_sync cli tests
+	$(BIN)/ruff format --check orbiter_sync cli tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format orbiter_sync cli tests
+	$(BIN)/ruff check --fix orbiter_sync cli tests
+
+test: install redis-server
+	$(BIN)/ruff check orbiter_sync cli tests
+	$(BIN)/ruff format --check orbiter_sync cli tests
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

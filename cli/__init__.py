@@ -1,0 +1,1 @@
+"""The orbiter-sync command line (installed as ``orbiter_sync.cli``)."""

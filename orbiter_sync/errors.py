@@ -1,0 +1,91 @@
+"""The orbiter-sync exception tree.
+
+Every error the library raises on purpose derives from :class:`OrbiterError`, so
+``except OrbiterError`` catches all of them and nothing else::
+
+    OrbiterError
+     +-- ConfigurationError        bad settings: no Redis URL, unknown URL scheme, bad option
+     +-- RedisUnavailableError     Redis still unreachable after the retry policy gave up
+     +-- ValidationError           a payload, result or event that does not fit the wire contract
+     +-- TaskError                 about one task (carries ``task_id``)
+     |    +-- TaskNotFoundError    no status hash for that id (never submitted, or expired)
+     |    +-- TaskFailedError      the task ended in ``failed``; ``error`` holds the reason
+     |    +-- TaskCancelledError   the task ended in ``cancelled``
+     |    +-- TaskTimeoutError     a wait for the task (result, stream) ran out of time
+     +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
+
+Shutdown requests are not errors: the worker stops through ``Worker.stop()``,
+and the CLI turns signals into that call.
+"""
+
+from __future__ import annotations
+
+
+class OrbiterError(Exception):
+    """Root of every error raised by orbiter-sync."""
+
+
+class ConfigurationError(OrbiterError):
+    """A setting is missing or invalid."""
+
+
+class RedisUnavailableError(OrbiterError):
+    """Redis could not be reached, even after retrying with backoff."""
+
+
+class ValidationError(OrbiterError, ValueError):
+    """Data that does not fit the wire contract.
+
+    ``field`` names the offending field (``""`` when the whole document is wrong).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class TaskError(OrbiterError):
+    """An error about one task."""
+
+    def __init__(self, task_id: str, message: str) -> None:
+        self.task_id = task_id
+        super().__init__(message)
+
+
+class TaskNotFoundError(TaskError):
+    """No status is stored for the task id."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            task_id, f"task {task_id} not found (never submitted, or its record expired)"
+        )
+
+
+class TaskFailedError(TaskError):
+    """The task ended in the ``failed`` state."""
+
+    def __init__(self, task_id: str, error: str) -> None:
+        self.error = error
+        super().__init__(task_id, f"task {task_id} failed: {error or 'unknown error'}")
+
+
+class TaskCancelledError(TaskError):
+    """The task was cancelled."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id, f"task {task_id} was cancelled")
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """Waiting for the task took longer than the caller allowed."""
+
+    def __init__(self, task_id: str, waited: float, what: str = "result") -> None:
+        self.waited = waited
+        super().__init__(
+            task_id, f"timed out after {waited:g}s waiting for the {what} of task {task_id}"
+        )
+
+
+class EmbeddedRedisError(OrbiterError):
+    """The private redis-server could not be started."""

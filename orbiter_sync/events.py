@@ -1,0 +1,398 @@
+"""Run events: their types, the publisher workers write them with, the subscriber readers use.
+
+A task's events live in two places (wire contract): the stream
+``orbiter:stream:{id}`` (field ``event``, TTL one hour) for replay, and the
+pub/sub channel ``orbiter:events:{id}`` for live listeners. The publisher writes
+both in one Lua script. The subscriber reads the stream only: replay and follow
+through one cursor, so it has no gap and no duplicate, and it stops after the
+terminal ``status`` event (completed, error or cancelled) that ends every task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+import redis
+
+from orbiter_sync import keys
+from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.errors import TaskTimeoutError, ValidationError
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_EVENT_STATUSES = frozenset({"completed", "error", "cancelled"})
+STATUS_VALUES = frozenset({"starting", "running", "waiting_for_tool", *TERMINAL_EVENT_STATUSES})
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one model call or step."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_value(cls, value: Any) -> Usage | None:
+        if value is None or isinstance(value, Usage):
+            return value
+        if not isinstance(value, dict):
+            raise ValidationError("usage", f"must be an object, got {type(value).__name__}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: int(v or 0) for k, v in value.items() if k in known})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamEvent:
+    """Base of all events; ``type`` is the JSON discriminator."""
+
+    type: ClassVar[str] = ""
+    agent_name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"type": self.type}
+        data.update(asdict(self))
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+    @property
+    def is_terminal(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextEvent(StreamEvent):
+    type: ClassVar[str] = "text"
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallEvent(StreamEvent):
+    type: ClassVar[str] = "tool_call"
+    tool_name: str
+    tool_call_id: str
+    arguments: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallDeltaEvent(StreamEvent):
+    type: ClassVar[str] = "tool_call_delta"
+    index: int = 0
+    tool_call_id: str = ""
+    tool_name: str = ""
+    arguments_delta: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolResultEvent(StreamEvent):
+    type: ClassVar[str] = "tool_result"
+    tool_name: str
+    tool_call_id: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    result: Any = ""
+    error: str | None = None
+    success: bool = True
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepEvent(StreamEvent):
+    type: ClassVar[str] = "step"
+    step_number: int
+    status: Literal["started", "completed"]
+    started_at: float
+    completed_at: float | None = None
+    usage: Usage | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in ("started", "completed"):
+            raise ValidationError(
+                "status", f"step status must be started or completed, not {self.status!r}"
+            )
+        object.__setattr__(self, "usage", Usage.from_value(self.usage))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReasoningEvent(StreamEvent):
+    type: ClassVar[str] = "reasoning"
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorEvent(StreamEvent):
+    type: ClassVar[str] = "error"
+    error: str
+    error_type: str
+    step_number: int | None = None
+    recoverable: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusEvent(StreamEvent):
+    type: ClassVar[str] = "status"
+    status: str
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUS_VALUES:
+            raise ValidationError("status", f"unknown status {self.status!r}")
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_EVENT_STATUSES
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageEvent(StreamEvent):
+    type: ClassVar[str] = "usage"
+    usage: Usage
+    step_number: int = 0
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usage", Usage.from_value(self.usage) or Usage())
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnknownEvent(StreamEvent):
+    """An event of a type this version does not know; ``data`` keeps it whole."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+EVENT_TYPES: dict[str, type[StreamEvent]] = {
+    cls.type: cls
+    for cls in (
+        TextEvent,
+        ToolCallEvent,
+        ToolCallDeltaEvent,
+        ToolResultEvent,
+        StepEvent,
+        ReasoningEvent,
+        ErrorEvent,
+        StatusEvent,
+        UsageEvent,
+    )
+}
+
+
+def event_from_dict(data: Any) -> StreamEvent:
+    """Build the event named by ``data["type"]``; unknown fields are ignored."""
+    if not isinstance(data, dict):
+        raise ValidationError("", f"event must be a JSON object, got {type(data).__name__}")
+    event_type = data.get("type")
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        if not isinstance(event_type, str) or not event_type:
+            raise ValidationError("type", "event has no type")
+        return UnknownEvent(agent_name=str(data.get("agent_name") or ""), data=dict(data))
+    known = {f.name: f for f in fields(cls)}
+    missing = [
+        name
+        for name, f in known.items()
+        if name not in data and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise ValidationError(missing[0], f"{event_type} event is missing {missing[0]!r}")
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise ValidationError("", f"bad {event_type} event: {exc}") from None
+
+
+def event_from_json(raw: str | bytes) -> StreamEvent:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("", f"event is not valid JSON: {exc}") from None
+    return event_from_dict(data)
+
+
+def terminal_event(
+    status: Literal["completed", "error", "cancelled"], message: str = "", agent_name: str = ""
+) -> StatusEvent:
+    """The status event that ends a task's stream."""
+    return StatusEvent(status=status, message=message, agent_name=agent_name)
+
+
+# Lua shared by every script that writes events (the broker's finish, cancel and
+# dead-letter scripts include it): append one event to the stream and the channel,
+# and tell whether a stream already ends with a terminal status event.
+EVENT_LUA = """
+local TERMINAL_EVENT = {completed = true, error = true, cancelled = true}
+local function last_event_is_terminal(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last == 0 then return false end
+  local f = last[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'event' then
+      local ok, ev = pcall(cjson.decode, f[i + 1])
+      return ok and type(ev) == 'table' and ev['type'] == 'status'
+        and TERMINAL_EVENT[ev['status']] == true
+    end
+  end
+  return false
+end
+local function append_event(stream, channel, ttl, event, eid)
+  local id = redis.call('XADD', stream, '*', 'event', event, 'eid', eid)
+  redis.call('EXPIRE', stream, ttl)
+  redis.call('PUBLISH', channel, event)
+  return id
+end
+"""
+
+# KEYS: event stream. ARGV: event json, ttl, event id, channel.
+# A retry after a lost reply finds its own entry last (same eid) and writes nothing.
+_PUBLISH_LUA = (
+    EVENT_LUA
+    + """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local f = last[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'eid' and f[i + 1] == ARGV[3] then return last[1][1] end
+  end
+end
+return append_event(KEYS[1], ARGV[4], ARGV[2], ARGV[1], ARGV[3])
+"""
+)
+
+
+def new_event_id() -> str:
+    """A unique id stored beside each event, so a retried publish is not written twice."""
+    return uuid.uuid4().hex[:16]
+
+
+def coerce_event(item: Any, agent_name: str = "") -> StreamEvent:
+    """Turn what an agent yields into an event: events as they are, str as text, dicts by type."""
+    if isinstance(item, StreamEvent):
+        return item
+    if isinstance(item, str):
+        return TextEvent(text=item, agent_name=agent_name)
+    if isinstance(item, dict):
+        return event_from_dict({"agent_name": agent_name, **item})
+    to_dict = getattr(item, "model_dump", None) or getattr(item, "to_dict", None)
+    if callable(to_dict) and getattr(item, "type", None):
+        return event_from_dict(to_dict())
+    raise ValidationError("", f"cannot turn {type(item).__name__} into an event")
+
+
+class EventPublisher:
+    """Writes a task's events to its stream (with TTL) and its pub/sub channel."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        stream_ttl_seconds: int = 3600,
+        client: redis.Redis | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self._client = client if client is not None else connect(redis_url)
+        self._owns_client = client is None
+        self.stream_ttl_seconds = stream_ttl_seconds
+        self._retry = retry
+        self._publish = self._client.register_script(_PUBLISH_LUA)
+
+    def publish(self, task_id: str, event: StreamEvent) -> str:
+        """Append ``event``; returns its stream entry id. Safe to retry."""
+        payload = event.to_json()
+        eid = new_event_id()
+        entry_id: str = self._retry.call(
+            self._publish,
+            keys=[keys.event_stream(task_id)],
+            args=[payload, self.stream_ttl_seconds, eid, keys.event_channel(task_id)],
+        )
+        logger.debug("published %s event for task %s as %s", event.type, task_id, entry_id)
+        return entry_id
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+class EventSubscriber:
+    """Reads a task's events: replay what is stored, then follow new ones."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        client: redis.Redis | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        block_seconds: float = 1.0,
+    ) -> None:
+        self._client = client if client is not None else connect(redis_url)
+        self._owns_client = client is None
+        self._retry = retry
+        self._block_ms = max(1, int(block_seconds * 1000))
+
+    def entries(
+        self, task_id: str, last_event_id: str | None = None, *, timeout: float | None = None
+    ) -> Iterator[tuple[str, StreamEvent]]:
+        """Yield ``(entry_id, event)`` after ``last_event_id`` until the terminal status event.
+
+        ``timeout`` bounds the whole wait (``TaskTimeoutError``); ``None`` waits forever.
+        Entry ids are what a browser sends back as ``Last-Event-ID`` to resume.
+        """
+        stream = keys.event_stream(task_id)
+        cursor = last_event_id or "0"
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            block = self._block_ms
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TaskTimeoutError(task_id, timeout or 0.0, "events")
+                block = max(1, min(block, int(remaining * 1000)))
+            response: Any = self._retry.call(
+                self._client.xread, {stream: cursor}, count=100, block=block
+            )
+            for _stream, batch in response or ():
+                for entry_id, entry in batch:
+                    cursor = entry_id
+                    try:
+                        event = event_from_json(entry.get("event", ""))
+                    except ValidationError as exc:
+                        logger.warning(
+                            "skipping bad event %s of task %s: %s", entry_id, task_id, exc
+                        )
+                        continue
+                    yield entry_id, event
+                    if event.is_terminal:
+                        return
+
+    def subscribe(
+        self, task_id: str, last_event_id: str | None = None, *, timeout: float | None = None
+    ) -> Iterator[StreamEvent]:
+        """Yield events after ``last_event_id`` (all when None) until the terminal one."""
+        for _entry_id, event in self.entries(task_id, last_event_id, timeout=timeout):
+            yield event
+
+    def replay(self, task_id: str, from_id: str = "0") -> list[StreamEvent]:
+        """The stored events from ``from_id`` (inclusive) on, without waiting."""
+        rows: Any = self._retry.call(self._client.xrange, keys.event_stream(task_id), min=from_id)
+        events = []
+        for entry_id, entry in rows:
+            try:
+                events.append(event_from_json(entry.get("event", "")))
+            except ValidationError as exc:
+                logger.warning("skipping bad event %s of task %s: %s", entry_id, task_id, exc)
+        return events
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()

@@ -1,0 +1,84 @@
+"""Shared fixtures: private redis-server processes on free ports, and library objects on them.
+
+No fakeredis, no mocked clients: every test talks to a real server it started.
+A missing redis-server binary fails the run with a clear message (never a skip).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from orbiter_sync.broker import TaskBroker
+from orbiter_sync.embedded import INSTALL_HINT, EmbeddedRedis
+from orbiter_sync.events import EventPublisher, EventSubscriber
+from orbiter_sync.store import TaskStore
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if shutil.which("redis-server") is None:
+        raise pytest.UsageError(f"the tests need a real Redis: {INSTALL_HINT}")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """One private server for the session; tests that kill Redis use ``private_redis``."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The session server, emptied before each test."""
+    if not redis_server.running:
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[EmbeddedRedis]:
+    """A server of this test's own, with AOF on, so it can be killed and restarted."""
+    with EmbeddedRedis(appendonly=True) as server:
+        yield server
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client for looking at what is in Redis."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[TaskBroker]:
+    b = TaskBroker(redis_url)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[TaskStore]:
+    s = TaskStore(redis_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def publisher(redis_url: str) -> Iterator[EventPublisher]:
+    p = EventPublisher(redis_url)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def subscriber(redis_url: str) -> Iterator[EventSubscriber]:
+    s = EventSubscriber(redis_url)
+    yield s
+    s.close()

@@ -1,0 +1,55 @@
+"""Helpers for tests: waiting on conditions, and a connection killer."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> object:
+    """Wait until ``condition()`` is truthy and return it; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s: {condition}")
+        time.sleep(interval)
+
+
+class ConnectionKiller:
+    """Kills every normal client connection of a server, over and over, from a thread."""
+
+    def __init__(self, url: str, interval: float = 0.003) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._interval = interval
+        self._stop = threading.Event()
+        self.kills = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.kills += int(self._client.execute_command("CLIENT KILL TYPE normal SKIPME yes"))
+            time.sleep(self._interval)
+
+    def __enter__(self) -> ConnectionKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._client.close()
+
+
+# The console script installed beside the interpreter running the tests.
+CLI = str(Path(sys.executable).with_name("orbiter-sync"))

@@ -1,0 +1,149 @@
+import threading
+from collections.abc import Callable
+
+import pytest
+import redis
+from helpers import wait_for
+
+import orbiter_sync
+from orbiter_sync import (
+    TaskBroker,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    ValidationError,
+    distributed,
+)
+from orbiter_sync.client import TaskHandle
+from orbiter_sync.events import EventPublisher, TextEvent
+from orbiter_sync.models import TaskStatus
+from orbiter_sync.store import TaskStore
+
+AGENT = {"entrypoint": "examples.agents:echo"}
+
+
+def run_like_a_worker(
+    redis_url: str, settle: Callable[[TaskBroker, str], None]
+) -> threading.Thread:
+    """Claim one task in a thread, publish an event and settle it with ``settle``."""
+
+    def work() -> None:
+        broker = TaskBroker(redis_url)
+        delivery = broker.claim("test-worker", timeout=10)
+        assert delivery is not None
+        TaskStore(redis_url).set_status(
+            delivery.task_id, TaskStatus.RUNNING, worker_id="test-worker"
+        )
+        EventPublisher(redis_url).publish(delivery.task_id, TextEvent(text="working"))
+        settle(broker, delivery.task_id)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_distributed_queues_a_task_and_result_waits_for_it(redis_url: str, r: redis.Redis) -> None:
+    handle = distributed(AGENT, "hello", redis_url=redis_url, metadata={"user": 7}, timeout=30)
+
+    state = handle.status()
+    assert state is not None and state.status is TaskStatus.PENDING
+    assert r.xlen("orbiter:tasks") == 1
+    worker = run_like_a_worker(
+        redis_url,
+        lambda b, tid: b.finish(tid, TaskStatus.COMPLETED, result={"output": "hello back"}),
+    )
+
+    assert handle.result(timeout=10) == {"output": "hello back"}
+    worker.join()
+
+
+def test_stream_yields_events_until_the_terminal_one(redis_url: str) -> None:
+    handle = distributed(AGENT, "hi", redis_url=redis_url)
+    run_like_a_worker(redis_url, lambda b, tid: b.finish(tid, TaskStatus.COMPLETED, result={}))
+
+    events = list(handle.stream(timeout=10))
+
+    assert [(e.type, getattr(e, "status", getattr(e, "text", None))) for e in events] == [
+        ("text", "working"),
+        ("status", "completed"),
+    ]
+
+
+def test_result_raises_when_the_task_failed(redis_url: str) -> None:
+    handle = distributed(AGENT, "hi", redis_url=redis_url)
+
+    def fail(broker: TaskBroker, task_id: str) -> None:
+        broker.finish(task_id, TaskStatus.FAILED, error="ValueError: bad input")
+
+    run_like_a_worker(redis_url, fail)
+    with pytest.raises(TaskFailedError, match="bad input") as info:
+        handle.result(timeout=10)
+    assert info.value.task_id == handle.task_id
+
+
+def test_cancel_makes_result_raise(redis_url: str) -> None:
+    handle = distributed(AGENT, "hi", redis_url=redis_url)
+
+    assert handle.cancel() is True
+
+    with pytest.raises(TaskCancelledError):
+        handle.result(timeout=5)
+    assert [e.type for e in handle.stream(timeout=5)] == ["status"]
+    assert handle.cancel() is True  # cancelling twice is harmless
+
+
+def test_result_times_out(redis_url: str) -> None:
+    handle = distributed(AGENT, "nobody works", redis_url=redis_url)
+    with pytest.raises(TaskTimeoutError, match="timed out after 0.3s"):
+        handle.result(timeout=0.3)
+
+
+def test_unknown_task_is_reported(redis_url: str) -> None:
+    handle = TaskHandle("does-not-exist", redis_url=redis_url)
+    assert handle.status() is None
+    with pytest.raises(TaskNotFoundError):
+        handle.result(timeout=1)
+    with pytest.raises(TaskNotFoundError):
+        list(handle.stream())
+
+
+def test_agent_object_with_to_dict_and_bad_agents(redis_url: str, r: redis.Redis) -> None:
+    class Agent:
+        def to_dict(self) -> dict:
+            return {"name": "helper", "model": "test"}
+
+    handle = distributed(Agent(), "x", redis_url=redis_url)
+    [(_, fields)] = r.xrange("orbiter:tasks")
+    assert handle.task_id in fields["payload"] and '"name":"helper"' in fields["payload"]
+    with pytest.raises(ValidationError, match="agent"):
+        distributed("not an agent", "x", redis_url=redis_url)
+    with pytest.raises(ValidationError, match="timeout_seconds"):
+        distributed(AGENT, "x", redis_url=redis_url, timeout=-1)
+
+
+def test_url_comes_from_the_environment(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORBITER_REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)  # Heroku's variable, as the fallback
+    assert distributed(AGENT, "x").status() is not None
+
+    monkeypatch.setenv("ORBITER_REDIS_URL", redis_url)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # wrong, but not used
+    assert distributed(AGENT, "y").status() is not None
+
+    monkeypatch.delenv("ORBITER_REDIS_URL")
+    monkeypatch.delenv("REDIS_URL")
+    with pytest.raises(orbiter_sync.ConfigurationError, match="ORBITER_REDIS_URL"):
+        distributed(AGENT, "z")
+
+
+def test_many_handles_share_one_pool(redis_url: str, r: redis.Redis) -> None:
+    distributed(AGENT, "warm up", redis_url=redis_url).status()
+    before = len(r.client_list())
+
+    handles = [distributed(AGENT, f"task {n}", redis_url=redis_url) for n in range(300)]
+    for handle in handles:
+        handle.status()
+
+    assert len(r.client_list()) - before <= 2
+    wait_for(lambda: r.xlen("orbiter:tasks") == 301)

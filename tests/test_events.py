@@ -1,0 +1,180 @@
+import json
+import threading
+
+import pytest
+import redis
+from helpers import ConnectionKiller, wait_for
+
+from orbiter_sync.errors import TaskTimeoutError, ValidationError
+from orbiter_sync.events import (
+    ErrorEvent,
+    EventPublisher,
+    EventSubscriber,
+    ReasoningEvent,
+    StatusEvent,
+    StepEvent,
+    StreamEvent,
+    TextEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    UnknownEvent,
+    Usage,
+    UsageEvent,
+    coerce_event,
+    event_from_json,
+)
+
+EXAMPLES: list[StreamEvent] = [
+    TextEvent(text="hello", agent_name="a"),
+    ToolCallEvent(tool_name="search", tool_call_id="c1"),
+    ToolResultEvent(
+        tool_name="search",
+        tool_call_id="c1",
+        arguments={"q": "x"},
+        result="found",
+        error=None,
+        success=True,
+        duration_ms=12.5,
+    ),
+    StepEvent(
+        step_number=1, status="completed", started_at=1.0, completed_at=2.0, usage=Usage(1, 2, 3)
+    ),
+    ReasoningEvent(text="thinking"),
+    ErrorEvent(error="boom", error_type="RuntimeError", step_number=2, recoverable=True),
+    StatusEvent(status="waiting_for_tool", message="m"),
+    UsageEvent(
+        usage=Usage(input_tokens=5, output_tokens=7, total_tokens=12), step_number=1, model="test"
+    ),
+]
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.type)
+def test_events_round_trip_through_json(event: StreamEvent) -> None:
+    data = json.loads(event.to_json())
+    assert data["type"] == event.type and "agent_name" in data
+    assert event_from_json(event.to_json()) == event
+
+
+def test_wire_shapes_match_the_contract() -> None:
+    step = json.loads(EXAMPLES[3].to_json())
+    assert step == {
+        "type": "step",
+        "agent_name": "",
+        "step_number": 1,
+        "status": "completed",
+        "started_at": 1.0,
+        "completed_at": 2.0,
+        "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+    }
+    assert json.loads(EXAMPLES[5].to_json()) == {
+        "type": "error",
+        "agent_name": "",
+        "error": "boom",
+        "error_type": "RuntimeError",
+        "step_number": 2,
+        "recoverable": True,
+    }
+
+
+def test_unknown_types_are_kept_and_bad_events_rejected() -> None:
+    unknown = event_from_json('{"type": "mcp_progress", "progress": 3}')
+    assert isinstance(unknown, UnknownEvent) and unknown.to_dict()["progress"] == 3
+
+    with pytest.raises(ValidationError) as info:
+        event_from_json('{"type": "text"}')
+    assert info.value.field == "text"
+    with pytest.raises(ValidationError):
+        event_from_json('{"type": "status", "status": "exploded"}')
+    with pytest.raises(ValidationError):
+        event_from_json("[]")
+
+
+def test_coerce_turns_strings_and_dicts_into_events() -> None:
+    assert coerce_event("hi", agent_name="a") == TextEvent(text="hi", agent_name="a")
+    assert coerce_event({"type": "reasoning", "text": "t"}) == ReasoningEvent(text="t")
+    with pytest.raises(ValidationError):
+        coerce_event(42)
+
+
+def test_publish_writes_stream_with_ttl_and_pubsub(
+    publisher: EventPublisher, r: redis.Redis
+) -> None:
+    listener = r.pubsub()
+    listener.subscribe("orbiter:events:t1")
+    wait_for(lambda: listener.get_message(timeout=0.1))
+
+    entry_id = publisher.publish("t1", TextEvent(text="hi"))
+
+    [(stored_id, fields)] = r.xrange("orbiter:stream:t1")
+    assert stored_id == entry_id
+    assert json.loads(fields["event"]) == {"type": "text", "text": "hi", "agent_name": ""}
+    assert 3590 < r.ttl("orbiter:stream:t1") <= 3600
+    message = wait_for(lambda: listener.get_message(timeout=0.1))
+    assert json.loads(message["data"])["text"] == "hi"
+    listener.close()
+
+
+def test_subscribe_replays_then_follows_without_gap_or_duplicate(
+    publisher: EventPublisher, subscriber: EventSubscriber
+) -> None:
+    # Given three events already stored
+    for n in range(3):
+        publisher.publish("t1", TextEvent(text=f"early {n}"))
+    received: list[StreamEvent] = []
+    reader = threading.Thread(
+        target=lambda: received.extend(subscriber.subscribe("t1", timeout=10))
+    )
+    reader.start()
+    wait_for(lambda: len(received) == 3)
+    # When more arrive while the subscriber follows, then the terminal one, then a straggler
+    for n in range(3):
+        publisher.publish("t1", TextEvent(text=f"live {n}"))
+    publisher.publish("t1", StatusEvent(status="completed"))
+    reader.join(timeout=10)
+    publisher.publish("t1", TextEvent(text="after the end"))
+    # Then it saw each once, in order, and stopped at the terminal event
+    assert not reader.is_alive()
+    assert [getattr(e, "text", e.type) for e in received] == [
+        "early 0",
+        "early 1",
+        "early 2",
+        "live 0",
+        "live 1",
+        "live 2",
+        "status",
+    ]
+
+
+def test_subscribe_resumes_after_last_event_id(
+    publisher: EventPublisher, subscriber: EventSubscriber
+) -> None:
+    ids = [publisher.publish("t1", TextEvent(text=str(n))) for n in range(4)]
+    publisher.publish("t1", StatusEvent(status="error", message="x"))
+
+    resumed = list(subscriber.entries("t1", last_event_id=ids[1], timeout=5))
+
+    assert [getattr(e, "text", None) for _, e in resumed] == ["2", "3", None]
+    assert resumed[0][0] == ids[2]
+
+
+def test_subscribe_times_out_when_nothing_ends_the_stream(subscriber: EventSubscriber) -> None:
+    with pytest.raises(TaskTimeoutError):
+        list(subscriber.subscribe("silent", timeout=0.3))
+
+
+def test_replay_reads_from_an_id(publisher: EventPublisher, subscriber: EventSubscriber) -> None:
+    ids = [publisher.publish("t1", TextEvent(text=str(n))) for n in range(3)]
+    assert [e.text for e in subscriber.replay("t1")] == ["0", "1", "2"]  # type: ignore[attr-defined]
+    assert [e.text for e in subscriber.replay("t1", from_id=ids[1])] == ["1", "2"]  # type: ignore[attr-defined]
+
+
+def test_no_event_lost_or_doubled_while_connections_are_killed(
+    redis_url: str, r: redis.Redis
+) -> None:
+    publisher = EventPublisher(redis_url)
+    with ConnectionKiller(redis_url) as killer:
+        for n in range(200):
+            publisher.publish("t1", TextEvent(text=str(n)))
+    assert killer.kills >= 5
+    texts = [json.loads(f["event"])["text"] for _, f in r.xrange("orbiter:stream:t1")]
+    assert texts == [str(n) for n in range(200)]
