@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from orbiter_sync.cli.worker import start
 
 from orbiter_sync import __version__
 
@@ -15,6 +16,9 @@ def cli() -> None:
     Submit runs from any Python app (Django, Flask, scripts), run them on worker
     processes, stream their events back, cancel them, and watch the fleet.
     """
+
+
+cli.add_command(start)
 
 
 def main() -> None:

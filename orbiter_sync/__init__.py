@@ -4,6 +4,8 @@ The public API, by role:
 
 - client: ``distributed`` and ``TaskHandle`` (client.py); ``TaskPayload``,
   ``TaskResult``, ``TaskStatus`` (models.py)
+- worker: ``Worker``, ``WorkerSettings`` (worker.py)
+- health: ``get_worker_fleet_status``, ``WorkerHealthCheck``, ``WorkerHealth`` (health.py)
 - queue and state: ``TaskBroker`` (broker.py), ``TaskStore`` (store.py)
 - events: ``EventPublisher``, ``EventSubscriber`` and the event types (events.py)
 - connections: ``resolve_redis_url``, ``mask_url`` (connection.py)
@@ -38,8 +40,10 @@ from orbiter_sync.events import (
     Usage,
     UsageEvent,
 )
+from orbiter_sync.health import WorkerHealth, WorkerHealthCheck, get_worker_fleet_status
 from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
 from orbiter_sync.store import TaskStore
+from orbiter_sync.worker import Worker, WorkerSettings
 
 __version__ = "0.1.0"
 
@@ -50,6 +54,13 @@ __all__ = [
     "TaskPayload",
     "TaskResult",
     "TaskStatus",
+    # worker
+    "Worker",
+    "WorkerSettings",
+    # health
+    "get_worker_fleet_status",
+    "WorkerHealthCheck",
+    "WorkerHealth",
     # queue and state
     "TaskBroker",
     "Delivery",

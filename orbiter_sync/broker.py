@@ -181,6 +181,26 @@ return 1
 """
 )
 
+# KEYS: queue, task hash, event stream. ARGV: group, entry_id, payload, event channel,
+# event ttl, eid, event json. Puts a stopped, unfinished run back on the queue (not a
+# failed attempt); a task that ended meanwhile is only acknowledged.
+_RELEASE_LUA = (
+    _END_STREAM_LUA
+    + """
+local current = redis.call('HGET', KEYS[2], 'status')
+if current == 'completed' or current == 'cancelled' or current == 'failed' then
+  end_stream(KEYS[3], ARGV[4], ARGV[5], current, '', '', ARGV[6])
+elseif #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then
+  if current == 'running' then redis.call('HSET', KEYS[2], 'status', 'pending') end
+  redis.call('XADD', KEYS[1], '*', 'payload', ARGV[3])
+  append_event(KEYS[3], ARGV[4], ARGV[5], ARGV[7], ARGV[6])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return current or ''
+"""
+)
+
 # KEYS: delayed set, queue. ARGV: now, limit. Moves due retries back onto the queue.
 _PROMOTE_LUA = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -302,6 +322,7 @@ class TaskBroker:
         self._promote = script(_PROMOTE_LUA)
         self._reclaim = script(_RECLAIM_LUA)
         self._touch = script(_TOUCH_LUA)
+        self._release = script(_RELEASE_LUA)
 
     # -- submitting ------------------------------------------------------------------
 
@@ -583,6 +604,36 @@ class TaskBroker:
         if done:
             logger.info("task %s cancelled", task_id)
         return bool(done)
+
+    def release(self, task_id: str, *, reason: str = "worker stopping") -> bool:
+        """Put a claimed task that did not finish back on the queue, as pending.
+
+        Not a failed attempt: ``retries`` is unchanged. An ``error`` event with
+        ``recoverable: true`` tells readers why the run restarts.
+        """
+        inflight = self._inflight.pop(task_id, None)
+        if inflight is None:
+            return False
+        event = ErrorEvent(error=f"released: {reason}", error_type="Released", recoverable=True)
+        self._retry.call(
+            self._release,
+            keys=[self.queue_name, self._task_key(task_id), keys.event_stream(task_id)],
+            args=[
+                self.group,
+                inflight.entry_id,
+                inflight.raw_payload,
+                keys.event_channel(task_id),
+                self.stream_ttl_seconds,
+                new_event_id(),
+                event.to_json(),
+            ],
+        )
+        logger.info("task %s released back to %s (%s)", task_id, self.queue_name, reason)
+        return True
+
+    def forget(self, task_id: str) -> None:
+        """Drop a claimed task without settling it (another worker took its entry over)."""
+        self._inflight.pop(task_id, None)
 
     def dead_letter(
         self,

@@ -12,10 +12,15 @@ Every error the library raises on purpose derives from :class:`OrbiterError`, so
      |    +-- TaskFailedError      the task ended in ``failed``; ``error`` holds the reason
      |    +-- TaskCancelledError   the task ended in ``cancelled``
      |    +-- TaskTimeoutError     a wait for the task (result, stream) ran out of time
+     +-- AgentConfigError          an agent_config that can never run (not retried)
+     |    +-- ImportNotAllowedError  it names a module outside the import allowlist
      +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
 
+    RunInterrupted (BaseException) a run stopped from outside: cancel, timeout, shutdown
+
 Shutdown requests are not errors: the worker stops through ``Worker.stop()``,
-and the CLI turns signals into that call.
+and the CLI turns signals into that call. ``RunInterrupted`` derives from
+``BaseException`` so agent code's ``except Exception`` cannot swallow it.
 """
 
 from __future__ import annotations
@@ -89,3 +94,25 @@ class TaskTimeoutError(TaskError, TimeoutError):
 
 class EmbeddedRedisError(OrbiterError):
     """The private redis-server could not be started."""
+
+
+class AgentConfigError(OrbiterError):
+    """An agent_config that can never run: invalid, not importable, or not allowed.
+
+    Tasks failing with it are not retried.
+    """
+
+
+class ImportNotAllowedError(AgentConfigError):
+    """A payload named a module outside the operator's import allowlist."""
+
+
+class RunInterrupted(BaseException):  # noqa: N818 - an interrupt, like KeyboardInterrupt
+    """A run stopped from outside: cancelled, timed out, lost, or the worker is stopping.
+
+    A ``BaseException`` so that ``except Exception`` in agent code cannot swallow it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

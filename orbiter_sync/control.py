@@ -1,0 +1,114 @@
+"""Stopping runs from outside: each run's ``RunControl``, and the worker's cancel listener.
+
+A run is stopped for a reason: ``cancelled`` (a client asked), ``timeout`` (its
+``timeout_seconds`` passed), ``shutdown`` (the worker is stopping; the task goes
+back to the queue) or ``lost`` (another worker took its entry over). Async runs
+stop at once (their asyncio task is cancelled on their own loop, thread-safely);
+sync generators stop at their next yield; a plain sync function is judged when it
+returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+
+from orbiter_sync import keys
+from orbiter_sync.errors import RunInterrupted
+
+logger = logging.getLogger(__name__)
+
+CANCELLED, TIMEOUT, SHUTDOWN, LOST = "cancelled", "timeout", "shutdown", "lost"
+
+
+class RunControl:
+    """The stop switch of one run, shared by its slot and whoever stops it."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.reason: str | None = None
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Future[object] | None = None
+
+    def stop(self, reason: str) -> None:
+        """Ask the run to stop; the first reason given wins. Safe from any thread."""
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            self.event.set()
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+
+    def check(self) -> None:
+        """Raise ``RunInterrupted`` if the run was asked to stop."""
+        if self.reason is not None:
+            raise RunInterrupted(self.reason)
+
+    def attach(self, loop: asyncio.AbstractEventLoop, task: asyncio.Future[object]) -> None:
+        with self._lock:
+            self._loop, self._task = loop, task
+            stopped = self.reason is not None
+        if stopped:
+            task.cancel()
+
+    def detach(self) -> None:
+        with self._lock:
+            self._loop = self._task = None
+
+
+class CancelListener:
+    """One pub/sub connection per worker on ``orbiter:cancel:*``.
+
+    ``on_cancel(task_id)`` is called for each cancel message. Pub/sub drops
+    messages while reconnecting, so the heartbeat also re-reads the status of
+    running tasks; this is only the fast path.
+    """
+
+    def __init__(self, client: redis.Redis, on_cancel: Callable[[str], object]) -> None:
+        self._client = client
+        self._on_cancel = on_cancel
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="orbiter-cancel-listener", daemon=True
+        )
+        self.subscribed = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.psubscribe(keys.CANCEL_PATTERN)
+                self.subscribed.set()
+                backoff = 0.1
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message and message.get("type") == "pmessage":
+                        channel = str(message["channel"])
+                        self._on_cancel(channel[len(keys.CANCEL_CHANNEL_PREFIX) :])
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                logger.warning(
+                    "cancel listener lost Redis (%s); reconnecting in %.1fs", exc, backoff
+                )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    pubsub.close()
+                except redis.RedisError:
+                    pass

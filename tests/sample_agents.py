@@ -1,0 +1,65 @@
+"""Entrypoint agents the worker tests run (allowed with --allow-import sample_agents)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import redis
+
+
+def echo(input: str) -> str:
+    return f"echo: {input}"
+
+
+def words(input: str, **context: Any) -> Iterator[Any]:
+    for word in input.split():
+        yield word + " "
+    yield {"type": "tool_call", "tool_name": "count", "tool_call_id": "c1"}
+    return f"{len(input.split())} words for {context['task_id']}"
+
+
+async def async_words(input: str) -> AsyncIterator[str]:
+    for word in input.split():
+        await asyncio.sleep(0)
+        yield word
+
+
+async def coroutine(input: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.sleep(0.01)
+    return {"upper": input.upper(), "metadata": metadata}
+
+
+async def sleepy(input: str) -> AsyncIterator[str]:
+    yield "started"
+    await asyncio.sleep(float(input))
+    yield "woke up"
+
+
+def sleepy_sync(input: str) -> Iterator[str]:
+    yield "started"
+    deadline = time.monotonic() + float(input)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        yield "."
+
+
+def broken(input: str) -> str:
+    raise RuntimeError(f"broken by design: {input}")
+
+
+def counted(input: str, metadata: dict[str, Any], task_id: str) -> str:
+    """Counts its executions in Redis, to prove each task ran exactly once."""
+    client = redis.Redis.from_url(metadata["redis_url"])
+    client.incr(f"test:executions:{task_id}")
+    client.close()
+    return input
+
+
+def suicide(input: str) -> str:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return "never"
