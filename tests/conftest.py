@@ -1,6 +1,6 @@
 """Shared fixtures: private redis-server processes on free ports, and library objects on them.
 
-No fakeredis, no mocked clients: every test talks to a real server it started.
+Nothing is faked or mocked: every test talks to a real server it started.
 A missing redis-server binary fails the run with a clear message (never a skip).
 """
 
