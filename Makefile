@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format typecheck redis-server clean
+.PHONY: install test lint format demo redis-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,19 +25,23 @@ redis-server:
 	}
 
 lint: install
-	$(BIN)/ruff check orbiter_sync cli tests
-	$(BIN)/ruff format --check orbiter_sync cli tests
+	$(BIN)/ruff check orbiter_sync cli tests examples benchmarks
+	$(BIN)/ruff format --check orbiter_sync cli tests examples benchmarks
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format orbiter_sync cli tests
-	$(BIN)/ruff check --fix orbiter_sync cli tests
+	$(BIN)/ruff format orbiter_sync cli tests examples benchmarks
+	$(BIN)/ruff check --fix orbiter_sync cli tests examples benchmarks
 
 test: install redis-server
-	$(BIN)/ruff check orbiter_sync cli tests
-	$(BIN)/ruff format --check orbiter_sync cli tests
+	$(BIN)/ruff check orbiter_sync cli tests examples benchmarks
+	$(BIN)/ruff format --check orbiter_sync cli tests examples benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Two workers on a private redis-server, streaming the example agents' runs.
+demo: install redis-server
+	$(BIN)/orbiter-sync demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,9 +13,11 @@ import click
 from orbiter_sync import keys
 from orbiter_sync.connection import URL_ENV, mask_url, resolve_redis_url
 from orbiter_sync.errors import OrbiterError
-from orbiter_sync.executors import EXECUTORS
+from orbiter_sync.executors import EXECUTORS, default_executor
 from orbiter_sync.pools import POOLS
 from orbiter_sync.worker import Worker, WorkerSettings
+
+from .common import ConfigError, remember_url
 
 logger = logging.getLogger("orbiter_sync.cli")
 
@@ -59,8 +61,8 @@ def start() -> None:
 @click.option(
     "--executor",
     type=click.Choice(EXECUTORS),
-    default="local",
-    show_default=True,
+    default=lambda: default_executor(),
+    show_default="local; temporal when $TEMPORAL_HOST is set",
     help="Execution backend.",
 )
 @click.option(
@@ -128,7 +130,9 @@ def worker_command(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # replaces the quiet setup of the command group
     )
+    remember_url(redis_url)
     try:
         url = resolve_redis_url(redis_url)
         worker = Worker(
@@ -147,7 +151,7 @@ def worker_command(
             ),
         )
     except OrbiterError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     signals_seen = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -174,8 +178,4 @@ def worker_command(
         f"  executor:    {executor}",
         err=True,
     )
-    try:
-        worker.start()
-    except OrbiterError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    worker.start()  # errors become one line through the command group

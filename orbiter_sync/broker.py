@@ -255,6 +255,27 @@ class Delivery:
         return self.payload.task_id
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of one queue, as ``orbiter-sync queue stats`` shows it."""
+
+    queue: str
+    length: int
+    """Entries in the stream: waiting ones plus those claimed and not yet settled."""
+    pending: int
+    """Entries claimed by a worker and not yet settled (the group's PEL)."""
+    lag: int | None
+    """Entries no worker has claimed yet (None when Redis cannot tell)."""
+    oldest_pending_age: float | None
+    """Seconds since the oldest claimed-but-unsettled entry was queued."""
+    dead_letters: int
+    delayed_retries: int
+    consumers: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 class NackOutcome(StrEnum):
     RETRYING = "retrying"  # re-enqueued after its backoff
     FAILED = "failed"  # retries exhausted; acknowledged, stays failed
@@ -715,6 +736,40 @@ class TaskBroker:
         if moved:
             logger.info("re-enqueued %d retries on %s", moved, self.queue_name)
         return moved
+
+    def stats(self) -> QueueStats:
+        """Length, pending entries, lag, oldest pending age, dead letters and delayed retries."""
+
+        def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xlen(self.queue_name)
+            pipe.xlen(self.dead_letter_key)
+            pipe.zcard(self.delayed_key)
+            pipe.exists(self.queue_name)
+            return pipe.execute()
+
+        length, dead, delayed, exists = self._retry.call(read)
+        group: dict[str, Any] = {}
+        oldest: float | None = None
+        if exists:
+            groups: Any = self._retry.call(self._client.xinfo_groups, self.queue_name)
+            group = next((g for g in groups if g.get("name") == self.group), {})
+        if group.get("pending"):
+            summary: Any = self._retry.call(self._client.xpending, self.queue_name, self.group)
+            first = summary.get("min")
+            if first:
+                oldest = max(0.0, time.time() - int(str(first).split("-")[0]) / 1000)
+        lag = group.get("lag") if group else length
+        return QueueStats(
+            queue=self.queue_name,
+            length=int(length),
+            pending=int(group.get("pending") or 0),
+            lag=None if lag is None else int(lag),
+            oldest_pending_age=oldest,
+            dead_letters=int(dead),
+            delayed_retries=int(delayed),
+            consumers=int(group.get("consumers") or 0),
+        )
 
     def in_flight(self) -> list[str]:
         """Ids of the tasks claimed through this broker and not yet settled."""

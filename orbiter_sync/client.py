@@ -23,7 +23,7 @@ from orbiter_sync.errors import (
     TaskTimeoutError,
     ValidationError,
 )
-from orbiter_sync.events import EventSubscriber, StreamEvent
+from orbiter_sync.events import EventSubscriber, StreamEvent, terminal_event
 from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
 from orbiter_sync.store import TaskStore
 
@@ -118,9 +118,48 @@ class TaskHandle:
             raise TaskNotFoundError(self.task_id)
         yield from self._backend.subscriber.entries(self.task_id, last_event_id, timeout=timeout)
 
+    def follow(
+        self, last_event_id: str | None = None, *, idle: float = 15.0
+    ) -> Iterator[tuple[str, StreamEvent] | None]:
+        """Like :meth:`entries`, for readers that may wait a long time (web views, the CLI).
+
+        Yields ``(entry_id, event)`` until the terminal status event, and ``None``
+        after each ``idle`` seconds without an event (time for an SSE keep-alive).
+        A task that has ended without a terminal event in its stream (the events
+        expired) gets one made from its hash (entry id ``""``), so a reader never
+        waits forever.
+        """
+        cursor = last_event_id
+        while True:
+            try:
+                for entry_id, event in self.entries(cursor, timeout=idle):
+                    cursor = entry_id
+                    yield entry_id, event
+                    if event.is_terminal:
+                        return
+            except TaskTimeoutError:
+                state = self.status()
+                if state is None:
+                    raise TaskNotFoundError(self.task_id) from None
+                if state.status.is_terminal:
+                    # Our workers write the terminal status and its event in one script,
+                    # so an ended task with no terminal event after a wait has lost its
+                    # events (expired) or was ended by a peer that writes none.
+                    yield "", _terminal_event_of(state)
+                    return
+                yield None
+
     def cancel(self) -> bool:
         """Ask for the task to be cancelled; False if it already ended or is unknown."""
         return self._backend.broker.cancel(self.task_id)
+
+
+def _terminal_event_of(state: TaskResult) -> StreamEvent:
+    if state.status == TaskStatus.COMPLETED:
+        return terminal_event("completed", "task completed")
+    if state.status == TaskStatus.CANCELLED:
+        return terminal_event("cancelled", "task cancelled")
+    return terminal_event("error", state.error or "failed")
 
 
 def _result_of(state: TaskResult) -> Any:

@@ -1,7 +1,7 @@
 """Redis URLs, connection pools, password masking and the retry policy for Redis calls.
 
-Supported URLs: ``redis://``, ``rediss://`` (TLS; add ``?ssl_cert_reqs=none`` for
-Heroku's self-signed certificates), ``unix://`` and
+Supported URLs: ``redis://``, ``rediss://`` (TLS; add ``?ssl_cert_reqs=none``, or set
+``ORBITER_REDIS_SSL_CERT_REQS=none``, for Heroku's self-signed certificates), ``unix://`` and
 ``redis+sentinel://[:password@]host1:port1,host2:port2/mastername[/db]``
 (``rediss+sentinel://`` for TLS to the master; ``?sentinel_password=`` when the
 sentinels themselves require a password).
@@ -38,6 +38,9 @@ T = TypeVar("T")
 
 URL_ENV = "ORBITER_REDIS_URL"
 HEROKU_URL_ENV = "REDIS_URL"
+# For rediss:// URLs that do not say ssl_cert_reqs themselves (Heroku's REDIS_URL cannot).
+CERT_REQS_ENV = "ORBITER_REDIS_SSL_CERT_REQS"
+_CERT_REQS = ("none", "optional", "required")
 DEFAULT_SENTINEL_PORT = 26379
 
 _SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
@@ -142,6 +145,10 @@ def connect(url: str, **overrides: Any) -> redis.Redis:
         **overrides,
     }
     url = resolve_redis_url(url)
+    if url.lower().startswith("rediss") and "ssl_cert_reqs" not in url:
+        cert_reqs = _cert_reqs_from_env()
+        if cert_reqs:
+            options.setdefault("ssl_cert_reqs", cert_reqs)
     if url.lower().startswith("unix://"):
         options.pop("socket_keepalive")  # not a TCP socket
     if "+sentinel://" in url.lower():
@@ -170,6 +177,15 @@ def connect(url: str, **overrides: Any) -> redis.Redis:
         raise ConfigurationError(f"bad Redis URL {mask_url(url)!r}: {exc}") from None
 
 
+def _cert_reqs_from_env() -> str | None:
+    value = os.environ.get(CERT_REQS_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in _CERT_REQS:
+        raise ConfigurationError(f"{CERT_REQS_ENV}={value!r} is not one of {', '.join(_CERT_REQS)}")
+    return value
+
+
 _shared: dict[str, redis.Redis] = {}
 _shared_lock = threading.Lock()
 
@@ -189,6 +205,12 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ReadOnlyError,  # a demoted master during a sentinel failover
 )
 
+# redis-py files these under ConnectionError, but retrying cannot fix a wrong password.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+)
+
 
 class RetryPolicy:
     """How Redis calls are retried when the connection drops (tenacity).
@@ -204,7 +226,8 @@ class RetryPolicy:
     ) -> None:
         self.deadline = deadline
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS),
+            retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS)
+            & tenacity.retry_if_not_exception_type(PERMANENT_ERRORS),
             wait=tenacity.wait_exponential(multiplier=initial, max=max_wait)
             + tenacity.wait_random(0, initial),
             stop=tenacity.stop_after_delay(deadline),
@@ -216,6 +239,8 @@ class RetryPolicy:
         """Run ``fn(*args, **kwargs)``, retrying it on dropped connections."""
         try:
             return self._retrying.copy()(fn, *args, **kwargs)
+        except PERMANENT_ERRORS:
+            raise
         except RETRYABLE_ERRORS as exc:
             raise RedisUnavailableError(
                 f"Redis unreachable after retrying for {self.deadline:g}s: {exc}"

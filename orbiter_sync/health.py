@@ -14,7 +14,7 @@ from typing import Any, Literal
 import redis
 
 from orbiter_sync import keys
-from orbiter_sync.connection import DEFAULT_RETRY, connect
+from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
 
 ALIVE_WITHIN = 60.0
 DEGRADED_AFTER = 20.0  # two missed beats at the default heartbeat_ttl of 30 s
@@ -77,15 +77,13 @@ _KNOWN = {f for f in WorkerHealth.__dataclass_fields__} - {"alive", "extra"}
 
 
 def get_worker_fleet_status(
-    redis_url: str, *, client: redis.Redis | None = None
+    redis_url: str, *, client: redis.Redis | None = None, retry: RetryPolicy = DEFAULT_RETRY
 ) -> list[WorkerHealth]:
     """Every worker with a heartbeat key, sorted by worker id."""
     own = client is None
     client = client if client is not None else connect(redis_url)
     try:
-        ids = sorted(
-            DEFAULT_RETRY.call(lambda: list(client.scan_iter(keys.WORKER_PATTERN, count=500)))
-        )
+        ids = sorted(retry.call(lambda: list(client.scan_iter(keys.WORKER_PATTERN, count=500))))
 
         def fetch() -> list[dict[str, str]]:
             pipe = client.pipeline(transaction=False)
@@ -96,7 +94,7 @@ def get_worker_fleet_status(
         now = time.time()
         return [
             WorkerHealth.from_hash(key[len(keys.WORKER_PREFIX) :], data, now=now)
-            for key, data in zip(ids, DEFAULT_RETRY.call(fetch), strict=True)
+            for key, data in zip(ids, retry.call(fetch), strict=True)
             if data
         ]
     finally:
@@ -114,15 +112,18 @@ class HealthCheckResult:
 class WorkerHealthCheck:
     """Health of one worker, for container health checks and the HealthCheck protocol."""
 
-    def __init__(self, redis_url: str, worker_id: str) -> None:
+    def __init__(
+        self, redis_url: str, worker_id: str, *, retry: RetryPolicy = DEFAULT_RETRY
+    ) -> None:
         self.redis_url = redis_url
         self.worker_id = worker_id
         self.name = f"worker:{worker_id}"
+        self._retry = retry
 
     def check(self) -> HealthCheckResult:
         client = connect(self.redis_url)
         try:
-            data: Any = DEFAULT_RETRY.call(client.hgetall, keys.worker_heartbeat(self.worker_id))
+            data: Any = self._retry.call(client.hgetall, keys.worker_heartbeat(self.worker_id))
         finally:
             client.close()
         if not data:

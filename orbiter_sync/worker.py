@@ -30,7 +30,7 @@ from orbiter_sync.connection import DEFAULT_RETRY, connect, mask_url, resolve_re
 from orbiter_sync.control import CANCELLED, SHUTDOWN, CancelListener, RunControl
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EventPublisher
-from orbiter_sync.executors import EXECUTORS, Executor, LocalExecutor
+from orbiter_sync.executors import Executor, LocalExecutor, check_executor
 from orbiter_sync.heartbeat import Heartbeat
 from orbiter_sync.pools import POOLS, ThreadPool, make_pool
 from orbiter_sync.slot import Slot
@@ -75,10 +75,7 @@ class WorkerSettings:
             )
         if self.shutdown_timeout < 0 or self.visibility_timeout <= 0 or self.retry_backoff < 0:
             raise ConfigurationError("timeouts and backoff must not be negative")
-        if self.executor not in EXECUTORS:
-            raise ConfigurationError(
-                f"unknown executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}"
-            )
+        check_executor(self.executor)
         if self.pool not in POOLS:
             raise ConfigurationError(
                 f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}"

@@ -6,11 +6,15 @@ A missing redis-server binary fails the run with a clear message (never a skip).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
+from helpers import CLI, TESTS, Spawn, wait_for
 
 from orbiter_sync.broker import TaskBroker
 from orbiter_sync.embedded import INSTALL_HINT, EmbeddedRedis
@@ -82,3 +86,53 @@ def subscriber(redis_url: str) -> Iterator[EventSubscriber]:
     s = EventSubscriber(redis_url)
     yield s
     s.close()
+
+
+# Settings a developer's shell may hold that would change what a test's worker does.
+_WORKER_SETTINGS_ENV = (
+    "ORBITER_ALLOW_IMPORTS",
+    "TEMPORAL_HOST",
+    "ORBITER_POOL",
+    "ORBITER_REDIS_URL",
+)
+
+
+@pytest.fixture
+def spawn_worker(tmp_path: Path) -> Iterator[Spawn]:
+    """Start ``orbiter-sync start worker`` subprocesses; kill whatever is left at the end."""
+    started: list[subprocess.Popen[str]] = []
+
+    def spawn(
+        url: str,
+        *args: str,
+        worker_id: str | None = None,
+        may_die: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[str]:
+        inherited = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS_ENV}
+        env = {**inherited, "PYTHONPATH": str(TESTS), **(env or {})}
+        command = [CLI, "start", "worker", "--redis-url", url, "--allow-import", "sample_agents",
+                   "--retry-backoff", "0.05", "--heartbeat-ttl", "3", *args]  # fmt: skip
+        if worker_id:
+            command += ["--worker-id", worker_id]
+        log = open(tmp_path / f"worker-{len(started)}.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+        process.log_path = log.name  # type: ignore[attr-defined]
+        started.append(process)
+        client = redis.Redis.from_url(url)
+        before = len(client.keys("orbiter:workers:*"))
+        wait_for(
+            lambda: process.poll() is not None or len(client.keys("orbiter:workers:*")) > before,
+            timeout=15,
+        )
+        client.close()
+        assert may_die or process.poll() is None, Path(log.name).read_text()
+        return process
+
+    yield spawn
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -53,3 +54,12 @@ class ConnectionKiller:
 
 # The console script installed beside the interpreter running the tests.
 CLI = str(Path(sys.executable).with_name("orbiter-sync"))
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+def log_of(process: subprocess.Popen[str]) -> str:
+    """What a process started by ``spawn_worker`` wrote."""
+    return Path(process.log_path).read_text()  # type: ignore[attr-defined]

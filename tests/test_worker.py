@@ -3,61 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from helpers import CLI, wait_for
+from helpers import Spawn, log_of, wait_for
 
 from orbiter_sync import TaskHandle, TaskPayload, distributed
 from orbiter_sync.broker import TaskBroker
 from orbiter_sync.embedded import EmbeddedRedis
 from orbiter_sync.errors import TaskCancelledError, TaskFailedError
 from orbiter_sync.health import WorkerHealthCheck, get_worker_fleet_status
-
-TESTS = Path(__file__).resolve().parent
-Spawn = Callable[..., subprocess.Popen[str]]
-
-
-@pytest.fixture
-def spawn_worker(tmp_path: Path) -> Iterator[Spawn]:
-    """Start ``orbiter-sync start worker`` subprocesses; kill whatever is left at the end."""
-    started: list[subprocess.Popen[str]] = []
-
-    def spawn(
-        url: str, *args: str, worker_id: str | None = None, may_die: bool = False
-    ) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": str(TESTS)}
-        env.pop("ORBITER_ALLOW_IMPORTS", None)
-        command = [CLI, "start", "worker", "--redis-url", url, "--allow-import", "sample_agents",
-                   "--retry-backoff", "0.05", "--heartbeat-ttl", "3", *args]  # fmt: skip
-        if worker_id:
-            command += ["--worker-id", worker_id]
-        log = open(tmp_path / f"worker-{len(started)}.log", "w")  # noqa: SIM115
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
-        )
-        process.log_path = log.name  # type: ignore[attr-defined]
-        started.append(process)
-        client = redis.Redis.from_url(url)
-        wait_for(lambda: process.poll() is not None or client.keys("orbiter:workers:*"), timeout=15)
-        assert may_die or process.poll() is None, Path(log.name).read_text()
-        return process
-
-    yield spawn
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def log_of(process: subprocess.Popen[str]) -> str:
-    return Path(process.log_path).read_text()  # type: ignore[attr-defined]
 
 
 def agent(name: str) -> dict[str, str]:

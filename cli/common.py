@@ -1,0 +1,203 @@
+"""What every command shares: the Redis options, error handling and output helpers.
+
+Errors become one line on stderr: ``Error: ...`` with exit code 2 for bad
+configuration (no URL, a bad URL) and 1 for everything else (Redis unreachable,
+an unknown task). Passwords never reach that line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+import click
+import redis
+from tabulate import tabulate
+
+from orbiter_sync import keys
+from orbiter_sync.broker import TaskBroker
+from orbiter_sync.connection import (
+    HEROKU_URL_ENV,
+    URL_ENV,
+    RetryPolicy,
+    connect,
+    mask_url,
+    resolve_redis_url,
+)
+from orbiter_sync.errors import ConfigurationError, OrbiterError
+from orbiter_sync.store import TaskStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Commands fail fast: an operator waits five seconds for Redis, not thirty.
+CLI_RETRY = RetryPolicy(deadline=5.0)
+TABLE_FORMAT = "simple_outline"  # the guide's box tables
+
+
+class ConfigError(click.ClickException):
+    """Bad configuration: one line, exit code 2 like other usage errors."""
+
+    exit_code = 2
+
+
+class OrbiterGroup(click.Group):
+    """A group that turns library and Redis errors into one clean line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            raise ConfigError(_scrub(str(exc), ctx)) from None
+        except OrbiterError as exc:
+            raise click.ClickException(_scrub(str(exc), ctx)) from None
+        except redis.RedisError as exc:
+            raise click.ClickException(
+                _scrub(f"Redis error ({type(exc).__name__}): {exc}", ctx)
+            ) from None
+
+
+def _scrub(message: str, ctx: click.Context) -> str:
+    """Remove any password the user gave us from ``message``."""
+    for secret in _secrets_of(ctx):
+        message = message.replace(secret, "***")
+    return message
+
+
+def _secrets_of(ctx: click.Context) -> list[str]:
+    urls = [os.environ.get(URL_ENV, ""), os.environ.get(HEROKU_URL_ENV, "")]
+    urls += ctx.meta.get(_URLS_SEEN, [])
+    found: list[str] = []
+    for url in filter(None, urls):
+        if mask_url(url) != url:
+            userinfo = url.split("://", 1)[-1].rpartition("@")[0]
+            password = userinfo.partition(":")[2]
+            found += [url, password, unquote(password)] if password else [url]
+    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+
+
+_URLS_SEEN = "orbiter_sync.redis_urls"  # ctx.meta is shared by a command and its parents
+
+
+def remember_url(redis_url: str | None) -> None:
+    """Note a URL given on the command line, so errors can hide its password."""
+    if redis_url:
+        click.get_current_context().meta.setdefault(_URLS_SEEN, []).append(redis_url)
+
+
+def redis_option(fn: F) -> F:
+    """``--redis-url``, falling back to ORBITER_REDIS_URL, then REDIS_URL."""
+    return click.option(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help=f"Redis URL [default: ${URL_ENV}, then $REDIS_URL].",
+    )(fn)
+
+
+def queue_option(fn: F) -> F:
+    return click.option(
+        "--queue",
+        "queue_name",
+        default=keys.DEFAULT_QUEUE,
+        show_default=True,
+        help="Redis Streams queue name.",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        fn
+    )
+
+
+class Target:
+    """The Redis a command talks to, connected on first use and closed by the command."""
+
+    def __init__(self, redis_url: str | None, queue_name: str = keys.DEFAULT_QUEUE) -> None:
+        remember_url(redis_url)
+        self.url = resolve_redis_url(redis_url)
+        self.queue_name = queue_name
+
+    @cached_property
+    def client(self) -> redis.Redis:
+        return connect(self.url)
+
+    @cached_property
+    def broker(self) -> TaskBroker:
+        return TaskBroker(self.url, queue_name=self.queue_name, client=self.client, retry=CLI_RETRY)
+
+    @cached_property
+    def store(self) -> TaskStore:
+        return TaskStore(self.url, client=self.client, retry=CLI_RETRY)
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def echo_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+    click.echo(tabulate(list(rows), headers=list(headers), tablefmt=TABLE_FORMAT))
+
+
+def when(timestamp: float | None) -> str:
+    """``2026-02-17 10:30:15 UTC``, or ``-``."""
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ago(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return f"{duration(max(0.0, time.time() - timestamp))} ago"
+
+
+def duration(seconds: float | None) -> str:
+    """``0.42s``, ``12.3s``, ``4m 05s``, ``2h 03m``, or ``-``."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def short(text: str | None, width: int = 48) -> str:
+    if not text:
+        return "-"
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+STATUS_COLORS = {
+    "completed": "green",
+    "failed": "red",
+    "dead": "red",
+    "cancelled": "yellow",
+    "retrying": "yellow",
+    "running": "cyan",
+}
+
+
+def colored_status(status: str) -> str:
+    """The status, coloured on a terminal (click strips colours when not a terminal)."""
+    color = STATUS_COLORS.get(status)
+    return click.style(status, fg=color) if color else status
