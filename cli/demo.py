@@ -228,5 +228,7 @@ def _stop_workers(fleet: list[_Worker]) -> None:
 
 
 def _stop_redis(server: EmbeddedRedis) -> None:
-    server.close()
-    click.echo("stopped redis-server", err=True)
+    was_running = server.running
+    server.close()  # also removes its temporary directory
+    if was_running:
+        click.echo("stopped redis-server", err=True)

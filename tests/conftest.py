@@ -122,11 +122,9 @@ def spawn_worker(tmp_path: Path) -> Iterator[Spawn]:
         process.log_path = log.name  # type: ignore[attr-defined]
         started.append(process)
         client = redis.Redis.from_url(url)
-        before = len(client.keys("orbiter:workers:*"))
-        wait_for(
-            lambda: process.poll() is not None or len(client.keys("orbiter:workers:*")) > before,
-            timeout=15,
-        )
+        # its own heartbeat: the id given, or the default one, which holds the pid
+        pattern = f"orbiter:workers:{worker_id or f'*-{process.pid}-*'}"
+        wait_for(lambda: process.poll() is not None or client.keys(pattern), timeout=15)
         client.close()
         assert may_die or process.poll() is None, Path(log.name).read_text()
         return process

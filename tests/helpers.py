@@ -63,3 +63,13 @@ Spawn = Callable[..., subprocess.Popen[str]]
 def log_of(process: subprocess.Popen[str]) -> str:
     """What a process started by ``spawn_worker`` wrote."""
     return Path(process.log_path).read_text()  # type: ignore[attr-defined]
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    key, cert = directory / "redis.key", directory / "redis.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert

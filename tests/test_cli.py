@@ -19,10 +19,10 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 from helpers import CLI, Spawn, log_of, wait_for
-from orbiter_sync.cli.main import cli
 
 from orbiter_sync import TaskPayload, TaskStatus, distributed
 from orbiter_sync.broker import TaskBroker
+from orbiter_sync.cli.main import cli
 from orbiter_sync.embedded import EmbeddedRedis, free_port
 
 HUMAN_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from helpers import make_certificate
 
 from orbiter_sync import TaskBroker, TaskPayload, distributed
 from orbiter_sync.connection import connect, mask_url, parse_sentinel_url, resolve_redis_url
@@ -80,16 +81,6 @@ def test_unix_socket_url(tmp_path: Path) -> None:
         )
         state = handle.status()
         assert state is not None and state.status == "pending"
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    key, cert = directory / "redis.key", directory / "redis.crt"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return key, cert
 
 
 def test_rediss_with_a_self_signed_certificate(tmp_path: Path) -> None:
