@@ -112,7 +112,7 @@ def _spawn_worker(url: str, worker_id: str, concurrency: int, root: Path, logs: 
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     for name in ("ORBITER_REDIS_URL", "TEMPORAL_HOST", "ORBITER_POOL"):
         env.pop(name, None)  # the demo's own fleet: local executor, thread pool
-    command = [sys.executable, "-m", "orbiter_sync.cli.main", "start", "worker",
+    command = [sys.executable, "-m", "orbiter_sync.cli", "start", "worker",
                "--redis-url", url, "--worker-id", worker_id, "--concurrency", str(concurrency),
                "--allow-import", AGENTS_MODULE, "--log-level", "WARNING",
                "--heartbeat-ttl", "6", "--shutdown-timeout", "5"]  # fmt: skip

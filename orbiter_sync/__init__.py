@@ -10,42 +10,106 @@ The public API, by role:
 - events: ``EventPublisher``, ``EventSubscriber`` and the event types (events.py)
 - connections: ``resolve_redis_url``, ``mask_url`` (connection.py)
 - errors: ``OrbiterError`` and its tree (errors.py)
+
+Names are imported on first use (PEP 562), so ``import orbiter_sync`` is cheap and
+imports nothing else: the gevent pool's entry point must patch the standard library
+before redis, threading or asyncio are imported, and it lives inside this package.
 """
 
-from orbiter_sync.broker import Delivery, NackOutcome, TaskBroker
-from orbiter_sync.client import TaskHandle, distributed
-from orbiter_sync.connection import mask_url, resolve_redis_url
-from orbiter_sync.errors import (
-    ConfigurationError,
-    OrbiterError,
-    RedisUnavailableError,
-    TaskCancelledError,
-    TaskError,
-    TaskFailedError,
-    TaskNotFoundError,
-    TaskTimeoutError,
-    ValidationError,
-)
-from orbiter_sync.events import (
-    ErrorEvent,
-    EventPublisher,
-    EventSubscriber,
-    ReasoningEvent,
-    StatusEvent,
-    StepEvent,
-    StreamEvent,
-    TextEvent,
-    ToolCallEvent,
-    ToolResultEvent,
-    Usage,
-    UsageEvent,
-)
-from orbiter_sync.health import WorkerHealth, WorkerHealthCheck, get_worker_fleet_status
-from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
-from orbiter_sync.store import TaskStore
-from orbiter_sync.worker import Worker, WorkerSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orbiter_sync.broker import Delivery, NackOutcome, TaskBroker
+    from orbiter_sync.client import TaskHandle, distributed
+    from orbiter_sync.connection import mask_url, resolve_redis_url
+    from orbiter_sync.errors import (
+        ConfigurationError,
+        OrbiterError,
+        RedisUnavailableError,
+        TaskCancelledError,
+        TaskError,
+        TaskFailedError,
+        TaskNotFoundError,
+        TaskTimeoutError,
+        ValidationError,
+    )
+    from orbiter_sync.events import (
+        ErrorEvent,
+        EventPublisher,
+        EventSubscriber,
+        ReasoningEvent,
+        StatusEvent,
+        StepEvent,
+        StreamEvent,
+        TextEvent,
+        ToolCallEvent,
+        ToolResultEvent,
+        Usage,
+        UsageEvent,
+    )
+    from orbiter_sync.health import WorkerHealth, WorkerHealthCheck, get_worker_fleet_status
+    from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
+    from orbiter_sync.store import TaskStore
+    from orbiter_sync.worker import Worker, WorkerSettings
 
 __version__ = "0.1.0"
+
+_MODULE_OF = {
+    "Delivery": "orbiter_sync.broker",
+    "NackOutcome": "orbiter_sync.broker",
+    "TaskBroker": "orbiter_sync.broker",
+    "TaskHandle": "orbiter_sync.client",
+    "distributed": "orbiter_sync.client",
+    "mask_url": "orbiter_sync.connection",
+    "resolve_redis_url": "orbiter_sync.connection",
+    "ConfigurationError": "orbiter_sync.errors",
+    "OrbiterError": "orbiter_sync.errors",
+    "RedisUnavailableError": "orbiter_sync.errors",
+    "TaskCancelledError": "orbiter_sync.errors",
+    "TaskError": "orbiter_sync.errors",
+    "TaskFailedError": "orbiter_sync.errors",
+    "TaskNotFoundError": "orbiter_sync.errors",
+    "TaskTimeoutError": "orbiter_sync.errors",
+    "ValidationError": "orbiter_sync.errors",
+    "ErrorEvent": "orbiter_sync.events",
+    "EventPublisher": "orbiter_sync.events",
+    "EventSubscriber": "orbiter_sync.events",
+    "ReasoningEvent": "orbiter_sync.events",
+    "StatusEvent": "orbiter_sync.events",
+    "StepEvent": "orbiter_sync.events",
+    "StreamEvent": "orbiter_sync.events",
+    "TextEvent": "orbiter_sync.events",
+    "ToolCallEvent": "orbiter_sync.events",
+    "ToolResultEvent": "orbiter_sync.events",
+    "Usage": "orbiter_sync.events",
+    "UsageEvent": "orbiter_sync.events",
+    "WorkerHealth": "orbiter_sync.health",
+    "WorkerHealthCheck": "orbiter_sync.health",
+    "get_worker_fleet_status": "orbiter_sync.health",
+    "TaskPayload": "orbiter_sync.models",
+    "TaskResult": "orbiter_sync.models",
+    "TaskStatus": "orbiter_sync.models",
+    "TaskStore": "orbiter_sync.store",
+    "Worker": "orbiter_sync.worker",
+    "WorkerSettings": "orbiter_sync.worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orbiter_sync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
 
 __all__ = [
     # client

@@ -42,6 +42,7 @@ HEROKU_URL_ENV = "REDIS_URL"
 CERT_REQS_ENV = "ORBITER_REDIS_SSL_CERT_REQS"
 _CERT_REQS = ("none", "optional", "required")
 DEFAULT_SENTINEL_PORT = 26379
+UNBOUNDED_POOL = 2**31 - 1
 
 _SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 _SECRET_QUERY = re.compile(
@@ -142,6 +143,9 @@ def connect(url: str, **overrides: Any) -> redis.Redis:
         "socket_keepalive": True,
         "health_check_interval": 30,
         "retry": Retry(NoBackoff(), 0),
+        # redis-py 8 caps a pool at 100 connections by default; a worker needs one per
+        # slot blocked in XREADGROUP, and gevent workers run hundreds of slots.
+        "max_connections": UNBOUNDED_POOL,
         **overrides,
     }
     url = resolve_redis_url(url)

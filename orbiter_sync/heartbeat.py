@@ -101,7 +101,6 @@ class Heartbeat:
         worker = self.worker
         for task_id in worker.broker.touch(worker.worker_id, running):
             worker.stop_run(task_id, LOST)
-        for task_id in running:
-            state = worker.store.get_status(task_id)
-            if state is not None and state.status == TaskStatus.CANCELLED:
+        for task_id, status in worker.store.statuses(running).items():
+            if status == TaskStatus.CANCELLED:  # its pub/sub cancel may have been lost
                 worker.stop_run(task_id, CANCELLED)

@@ -1,14 +1,43 @@
-"""Where slots run: ``"thread"`` (one OS thread each). The gevent pool plugs in here."""
+"""Where slots run: ``"thread"`` (one OS thread each) or ``"gevent"`` (one greenlet each).
+
+This is the one place the two differ. The gevent pool needs a process that
+``gevent.monkey.patch_all()`` patched before anything else was imported (the
+``orbiter-sync`` script does it for ``--pool gevent``), so that blocking redis,
+socket and time calls yield to other greenlets.
+
+asyncio keeps one *running loop* per OS thread, and every greenlet shares the
+thread: a second greenlet running its own loop while the first one waits in
+``run_until_complete`` would fail with "Cannot run the event loop while another
+loop is running". So the gevent pool installs a greenlet switch hook that saves
+the running loop of the greenlet being left and restores the one of the greenlet
+being entered. Each slot then keeps its own loop, as with threads.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from orbiter_sync.errors import ConfigurationError
 
-POOLS = ("thread",)
+POOLS = ("thread", "gevent")
+
+PATCH_HINT = (
+    "the gevent pool needs gevent.monkey.patch_all() before anything else is imported: "
+    "start the worker with `orbiter-sync start worker --pool gevent` (or ORBITER_POOL=gevent), "
+    "or call `from gevent import monkey; monkey.patch_all()` first thing in your program"
+)
+
+
+class Pool(Protocol):
+    def spawn(self, target: Callable[[], None], name: str) -> None: ...
+
+    def join(self, timeout: float) -> bool: ...
 
 
 class ThreadPool:
@@ -30,7 +59,83 @@ class ThreadPool:
         return not any(t.is_alive() for t in self._threads)
 
 
-def make_pool(name: str) -> ThreadPool:
-    if name == "thread":
-        return ThreadPool()
-    raise ConfigurationError(f"unknown pool {name!r}: choose one of {', '.join(POOLS)}")
+class GeventPool:
+    """Runs each slot in its own greenlet; hundreds of slots are normal."""
+
+    def __init__(self) -> None:
+        check_pool("gevent")
+        import gevent
+
+        self._gevent = gevent
+        self._greenlets: list[Any] = []
+        install_loop_switching()
+
+    def spawn(self, target: Callable[[], None], name: str) -> None:
+        greenlet = self._gevent.spawn(target)
+        greenlet.name = name
+        self._greenlets.append(greenlet)
+
+    def join(self, timeout: float) -> bool:
+        self._gevent.joinall(self._greenlets, timeout=timeout)
+        return all(g.dead for g in self._greenlets)
+
+
+def gevent_active() -> bool:
+    """True when gevent has patched this process's threading and socket modules."""
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("threading") and monkey.is_module_patched("socket"))
+
+
+def check_pool(name: str) -> None:
+    """Raise ``ConfigurationError`` unless slots can run on pool ``name`` in this process."""
+    if name not in POOLS:
+        raise ConfigurationError(f"unknown pool {name!r}: choose one of {', '.join(POOLS)}")
+    if name != "gevent":
+        return
+    try:
+        import gevent  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "the gevent pool needs gevent: pip install 'orbiter-sync[gevent]'"
+        ) from None
+    if not gevent_active():
+        raise ConfigurationError(PATCH_HINT)
+
+
+def make_pool(name: str) -> Pool:
+    check_pool(name)
+    return GeventPool() if name == "gevent" else ThreadPool()
+
+
+_running_loops: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = (
+    weakref.WeakKeyDictionary()
+)
+_switching_installed = False
+
+
+def install_loop_switching() -> None:
+    """Give each greenlet its own asyncio running loop (idempotent)."""
+    global _switching_installed
+    if _switching_installed:
+        return
+    import greenlet
+
+    previous = greenlet.settrace(None)
+
+    def on_switch(event: str, args: Any) -> None:
+        if event in ("switch", "throw"):
+            origin, target = args
+            loop = asyncio._get_running_loop()
+            if loop is not None:
+                _running_loops[origin] = loop
+            else:
+                _running_loops.pop(origin, None)
+            asyncio._set_running_loop(_running_loops.get(target))
+        if previous is not None:
+            previous(event, args)
+
+    greenlet.settrace(on_switch)
+    _switching_installed = True

@@ -114,6 +114,23 @@ class TaskStore:
         data: dict[str, str] = self._retry.call(self._client.hgetall, self.key(task_id))  # type: ignore[arg-type]
         return TaskResult.from_hash(task_id, data) if data else None
 
+    def statuses(self, task_ids: list[str]) -> dict[str, TaskStatus | None]:
+        """The status of each task in one round trip (None for unknown or unreadable ones)."""
+
+        def fetch() -> list[str | None]:
+            pipe = self._client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hget(self.key(task_id), "status")
+            return pipe.execute()
+
+        found: dict[str, TaskStatus | None] = {}
+        for task_id, raw in zip(task_ids, self._retry.call(fetch), strict=True):
+            try:
+                found[task_id] = TaskStatus(raw) if raw else None
+            except ValueError:
+                found[task_id] = None
+        return found
+
     def list_tasks(
         self, status: TaskStatus | str | None = None, limit: int = 100
     ) -> list[TaskResult]:

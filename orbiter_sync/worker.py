@@ -32,7 +32,7 @@ from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import Executor, LocalExecutor, check_executor
 from orbiter_sync.heartbeat import Heartbeat
-from orbiter_sync.pools import POOLS, ThreadPool, make_pool
+from orbiter_sync.pools import Pool, check_pool, make_pool
 from orbiter_sync.slot import Slot
 from orbiter_sync.store import TaskStore
 
@@ -76,10 +76,7 @@ class WorkerSettings:
         if self.shutdown_timeout < 0 or self.visibility_timeout <= 0 or self.retry_backoff < 0:
             raise ConfigurationError("timeouts and backoff must not be negative")
         check_executor(self.executor)
-        if self.pool not in POOLS:
-            raise ConfigurationError(
-                f"unknown pool {self.pool!r}: choose one of {', '.join(POOLS)}"
-            )
+        check_pool(self.pool)
 
 
 class Worker:
@@ -222,7 +219,7 @@ class Worker:
     def wait_stopped(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
-    def _shut_down(self, pool: ThreadPool, heartbeat: Heartbeat) -> None:
+    def _shut_down(self, pool: Pool, heartbeat: Heartbeat) -> None:
         heartbeat.status = "stopping"
         logger.info(
             "worker %s stopping: %d running task(s)", self.worker_id, len(self.running_ids())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import CLI, TESTS, Spawn, wait_for
+from helpers import CLI, TEST_POOL, TESTS, Spawn, wait_for
 
 from orbiter_sync.broker import TaskBroker
 from orbiter_sync.embedded import INSTALL_HINT, EmbeddedRedis
@@ -88,6 +88,10 @@ def subscriber(redis_url: str) -> Iterator[EventSubscriber]:
     s.close()
 
 
+def pytest_report_header() -> str:
+    return f"worker pool under test: {TEST_POOL}"
+
+
 # Settings a developer's shell may hold that would change what a test's worker does.
 _WORKER_SETTINGS_ENV = (
     "ORBITER_ALLOW_IMPORTS",
@@ -108,11 +112,14 @@ def spawn_worker(tmp_path: Path) -> Iterator[Spawn]:
         worker_id: str | None = None,
         may_die: bool = False,
         env: dict[str, str] | None = None,
+        pool: str | None = TEST_POOL,
     ) -> subprocess.Popen[str]:
         inherited = {k: v for k, v in os.environ.items() if k not in _WORKER_SETTINGS_ENV}
         env = {**inherited, "PYTHONPATH": str(TESTS), **(env or {})}
         command = [CLI, "start", "worker", "--redis-url", url, "--allow-import", "sample_agents",
                    "--retry-backoff", "0.05", "--heartbeat-ttl", "3", *args]  # fmt: skip
+        if pool:
+            command += ["--pool", pool]
         if worker_id:
             command += ["--worker-id", worker_id]
         log = open(tmp_path / f"worker-{len(started)}.log", "w")  # noqa: SIM115

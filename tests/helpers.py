@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -56,6 +57,8 @@ class ConnectionKiller:
 CLI = str(Path(sys.executable).with_name("orbiter-sync"))
 
 TESTS = Path(__file__).resolve().parent
+# `make test` runs the worker tests a second time with ORBITER_TEST_POOL=gevent.
+TEST_POOL = os.environ.get("ORBITER_TEST_POOL", "thread")
 ROOT = TESTS.parent
 Spawn = Callable[..., subprocess.Popen[str]]
 

@@ -63,3 +63,13 @@ def counted(input: str, metadata: dict[str, Any], task_id: str) -> str:
 def suicide(input: str) -> str:
     os.kill(os.getpid(), signal.SIGKILL)
     return "never"
+
+
+async def async_nap(input: str) -> str:
+    await asyncio.sleep(float(input))
+    return "napped"
+
+
+def nap(input: str) -> str:
+    time.sleep(float(input))
+    return "napped"

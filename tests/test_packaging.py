@@ -31,7 +31,7 @@ def test_wheel_holds_the_package_and_its_cli_but_no_top_level_cli(tmp_path: Path
         assert f"Provides-Extra: {extra}" in text
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert (
-        "orbiter-sync = orbiter_sync.cli.main:main"
+        "orbiter-sync = orbiter_sync.cli.entry:main"
         in zipfile.ZipFile(wheel).read(entry_points).decode()
     )
 

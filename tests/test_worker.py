@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import Spawn, log_of, wait_for
+from helpers import TEST_POOL, Spawn, log_of, wait_for
 
 from orbiter_sync import TaskHandle, TaskPayload, distributed
 from orbiter_sync.broker import TaskBroker
@@ -20,6 +20,13 @@ from orbiter_sync.health import WorkerHealthCheck, get_worker_fleet_status
 
 def agent(name: str) -> dict[str, str]:
     return {"entrypoint": f"sample_agents:{name}"}
+
+
+def test_workers_run_on_the_pool_under_test(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    spawn_worker(redis_url, worker_id="w1")
+    assert r.hget("orbiter:workers:w1", "pool") == TEST_POOL
 
 
 def test_each_kind_of_entrypoint_runs(redis_url: str, spawn_worker: Spawn) -> None:

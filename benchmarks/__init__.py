@@ -1,0 +1,1 @@
+"""Benchmarks: side-by-side measurements, not part of the test suite."""

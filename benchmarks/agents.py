@@ -1,0 +1,12 @@
+"""Agents the benchmarks run: I/O-bound waits, as an LLM call spends its time."""
+
+from __future__ import annotations
+
+import time
+
+IO_SECONDS = 0.2
+
+
+def io_wait(input: str) -> str:
+    time.sleep(IO_SECONDS)
+    return input
