@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -157,12 +156,6 @@ def when(timestamp: float | None) -> str:
     if not timestamp:
         return "-"
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def ago(timestamp: float | None) -> str:
-    if not timestamp:
-        return "-"
-    return f"{duration(max(0.0, time.time() - timestamp))} ago"
 
 
 def duration(seconds: float | None) -> str:
