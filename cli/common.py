@@ -187,6 +187,9 @@ STATUS_COLORS = {
     "cancelled": "yellow",
     "retrying": "yellow",
     "running": "cyan",
+    "healthy": "green",
+    "degraded": "yellow",
+    "unhealthy": "red",
 }
 
 

@@ -113,10 +113,5 @@ def health(worker_id: str, redis_url: str | None, as_json: bool) -> None:
         echo_json({"worker_id": worker_id, "status": result.status, "message": result.message,
                    "metadata": result.metadata})  # fmt: skip
     else:
-        click.echo(f"{colored_health(result.status)}: {result.message}")
+        click.echo(f"{colored_status(result.status)}: {result.message}")
     sys.exit(HEALTH_EXIT_CODES[result.status])
-
-
-def colored_health(status: str) -> str:
-    color = {"healthy": "green", "degraded": "yellow", "unhealthy": "red"}[status]
-    return click.style(status, fg=color)
