@@ -21,7 +21,7 @@ import redis
 from tabulate import tabulate
 
 from benchmarks.agents import IO_SECONDS
-from orbiter_sync import TaskBroker, TaskPayload
+from orbiter_sync import TaskPayload, TaskProducer
 from orbiter_sync.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,14 +51,14 @@ def run_once(pool: str, concurrency: int, rounds: int) -> dict[str, object]:
                     raise RuntimeError(f"{pool} worker exited with {worker.returncode}")
                 time.sleep(0.05)
             total = concurrency * rounds
-            broker = TaskBroker(server.url)
+            producer = TaskProducer(server.url)
             payloads = [
                 TaskPayload(agent_config={"entrypoint": "benchmarks.agents:io_wait"}, input="x")
                 for _ in range(total)
             ]
             started = time.perf_counter()
             for payload in payloads:
-                broker.submit(payload)
+                producer.submit(payload)
             keys = [f"orbiter:task:{p.task_id}" for p in payloads]
             while True:
                 pipe = client.pipeline(transaction=False)

@@ -20,7 +20,7 @@ import redis
 from tabulate import tabulate
 
 from orbiter_sync import keys
-from orbiter_sync.broker import TaskBroker
+from orbiter_sync.admin import QueueAdmin
 from orbiter_sync.connection import (
     HEROKU_URL_ENV,
     URL_ENV,
@@ -30,6 +30,8 @@ from orbiter_sync.connection import (
     resolve_redis_url,
 )
 from orbiter_sync.errors import ConfigurationError, OrbiterError
+from orbiter_sync.producer import TaskProducer
+from orbiter_sync.queue import QueueSettings
 from orbiter_sync.store import TaskStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -128,8 +130,14 @@ class Target:
         return connect(self.url)
 
     @cached_property
-    def broker(self) -> TaskBroker:
-        return TaskBroker(self.url, queue_name=self.queue_name, client=self.client, retry=CLI_RETRY)
+    def producer(self) -> TaskProducer:
+        settings = QueueSettings(name=self.queue_name)
+        return TaskProducer(self.url, settings, client=self.client, retry=CLI_RETRY)
+
+    @cached_property
+    def admin(self) -> QueueAdmin:
+        settings = QueueSettings(name=self.queue_name)
+        return QueueAdmin(self.url, settings, client=self.client, retry=CLI_RETRY)
 
     @cached_property
     def store(self) -> TaskStore:

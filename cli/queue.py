@@ -29,7 +29,7 @@ def queue_stats(queue_name: str, redis_url: str | None, as_json: bool) -> None:
     dead letters and delayed retries."""
     target = Target(redis_url, queue_name)
     try:
-        stats = target.broker.stats()
+        stats = target.admin.stats()
     finally:
         target.close()
     if as_json:

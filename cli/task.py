@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import click
 
-from orbiter_sync.agents.entrypoint import split_entrypoint
+from orbiter_sync.agents.imports import split_path
 from orbiter_sync.client import TaskHandle
 from orbiter_sync.errors import AgentConfigError, TaskNotFoundError
 from orbiter_sync.events import (
@@ -126,7 +126,7 @@ def cancel_task(task_id: str, redis_url: str | None) -> None:
         before = target.store.get_status(task_id)
         if before is None:
             raise TaskNotFoundError(task_id)
-        if before.status.is_terminal or not target.broker.cancel(task_id):
+        if before.status.is_terminal or not target.producer.cancel(task_id):
             after = target.store.get_status(task_id) or before
             raise click.ClickException(
                 f"task {task_id} is already {after.status.value}; nothing to cancel"
@@ -180,7 +180,7 @@ def submit_task(
     target = Target(redis_url, queue_name)
     payload = TaskPayload(agent_config=agent_config, input=input_text, timeout_seconds=timeout)
     try:
-        target.broker.submit(payload)
+        target.producer.submit(payload)
     finally:
         target.close()
     click.echo(payload.task_id)
@@ -195,7 +195,7 @@ def _agent_config(entrypoint: str | None, agent_json: IO[str] | None) -> dict[st
         raise click.UsageError("give exactly one of --entrypoint PATH and --agent-json FILE")
     if entrypoint is not None:
         try:
-            split_entrypoint(entrypoint)
+            split_path(entrypoint)
         except AgentConfigError as exc:
             raise click.BadParameter(str(exc), param_hint="--entrypoint") from None
         return {"entrypoint": entrypoint}

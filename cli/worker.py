@@ -6,11 +6,13 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import Any, TypeVar
 
 import click
 
-from orbiter_sync import keys
+from orbiter_sync.agents import ALLOW_IMPORTS_ENV
 from orbiter_sync.connection import URL_ENV, mask_url, resolve_redis_url
 from orbiter_sync.errors import OrbiterError
 from orbiter_sync.executors import EXECUTORS, default_executor
@@ -18,6 +20,9 @@ from orbiter_sync.pools import POOLS
 from orbiter_sync.worker import Worker, WorkerSettings
 
 from .common import ConfigError, remember_url
+from .entry import POOL_ENV
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger("orbiter_sync.cli")
 
@@ -27,6 +32,14 @@ def start() -> None:
     """Start orbiter-sync processes."""
 
 
+def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
+    """An option for the ``WorkerSettings`` field ``name``, its default taken from there."""
+    kwargs.setdefault("default", WorkerSettings.default_of(name))
+    kwargs.setdefault("show_default", True)
+    flag = "--" + name.replace("_", "-")
+    return click.option(*(decls or (flag,)), name, **kwargs)
+
+
 @start.command("worker")
 @click.option(
     "--redis-url",
@@ -34,72 +47,68 @@ def start() -> None:
     metavar="URL",
     help=f"Redis URL [default: ${URL_ENV}, then $REDIS_URL]",
 )
-@click.option(
-    "--concurrency",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Concurrent task slots in this process.",
-)
-@click.option(
-    "--queue",
-    "queue_name",
-    default=keys.DEFAULT_QUEUE,
-    show_default=True,
-    help="Redis Streams queue name.",
-)
+@setting("concurrency", type=click.IntRange(min=1), help="Concurrent task slots in this process.")
+@setting("queue_name", "--queue", help="Redis Streams queue name.")
 @click.option(
     "--worker-id", default=None, help="Unique worker id [default: {hostname}-{pid}-{random}]."
 )
-@click.option(
-    "--pool",
+@setting(
+    "pool",
     type=click.Choice(POOLS),
-    default=lambda: os.environ.get("ORBITER_POOL", "thread"),
-    show_default="thread",
+    default=lambda: os.environ.get(POOL_ENV, WorkerSettings.default_of("pool")),
+    show_default=f"{WorkerSettings.default_of('pool')}, or ${POOL_ENV}",
     help="What slots run on.",
 )
-@click.option(
-    "--executor",
+@setting(
+    "executor",
     type=click.Choice(EXECUTORS),
     default=lambda: default_executor(),
-    show_default="local; temporal when $TEMPORAL_HOST is set",
+    show_default=f"{WorkerSettings.default_of('executor')}; temporal when $TEMPORAL_HOST is set",
     help="Execution backend.",
 )
-@click.option(
-    "--heartbeat-ttl",
-    default=30,
-    show_default=True,
+@setting(
+    "heartbeat_ttl",
     type=click.IntRange(min=1),
     help="Heartbeat key TTL in seconds (beats every third of it).",
 )
-@click.option(
-    "--shutdown-timeout",
-    default=25.0,
-    show_default=True,
+@setting(
+    "shutdown_timeout",
     type=click.FloatRange(min=0),
     help="Seconds running tasks get to finish on SIGTERM before they are released.",
 )
-@click.option(
-    "--visibility-timeout",
-    default=60.0,
-    show_default=True,
+@setting(
+    "visibility_timeout",
     type=click.FloatRange(min=0.1),
     help="Seconds after which a dead worker's tasks are reclaimed.",
 )
-@click.option(
-    "--retry-backoff",
-    default=1.0,
-    show_default=True,
+@setting(
+    "max_retries",
+    type=click.IntRange(min=0),
+    help="Failed attempts retried before a task fails for good.",
+)
+@setting(
+    "max_deliveries",
+    type=click.IntRange(min=1),
+    help="Deliveries of a task whose workers keep dying before it goes to dead letters.",
+)
+@setting(
+    "retry_backoff",
     type=click.FloatRange(min=0),
     help="Base of the exponential backoff between retries, in seconds.",
 )
-@click.option(
-    "--allow-import",
+@setting(
+    "claim_timeout",
+    type=click.FloatRange(min=0.01),
+    help="Seconds a slot waits for a task before checking whether to stop.",
+)
+@setting(
     "allow_imports",
+    "--allow-import",
     multiple=True,
     metavar="MODULE",
+    show_default=False,
     help="Module prefix payload entrypoints may be imported from (repeatable; "
-    "also ORBITER_ALLOW_IMPORTS, comma-separated).",
+    f"also {ALLOW_IMPORTS_ENV}, comma-separated).",
 )
 @click.option(
     "--log-level",
@@ -108,18 +117,7 @@ def start() -> None:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 def worker_command(
-    redis_url: str | None,
-    concurrency: int,
-    queue_name: str,
-    worker_id: str | None,
-    pool: str,
-    executor: str,
-    heartbeat_ttl: int,
-    shutdown_timeout: float,
-    visibility_timeout: float,
-    retry_backoff: float,
-    allow_imports: tuple[str, ...],
-    log_level: str,
+    redis_url: str | None, worker_id: str | None, log_level: str, **settings: Any
 ) -> None:
     """Run a worker until SIGINT or SIGTERM.
 
@@ -135,23 +133,10 @@ def worker_command(
     remember_url(redis_url)
     try:
         url = resolve_redis_url(redis_url)
-        worker = Worker(
-            url,
-            worker_id=worker_id,
-            settings=WorkerSettings(
-                concurrency=concurrency,
-                queue_name=queue_name,
-                heartbeat_ttl=heartbeat_ttl,
-                executor=executor,
-                pool=pool,
-                shutdown_timeout=shutdown_timeout,
-                visibility_timeout=visibility_timeout,
-                retry_backoff=retry_backoff,
-                allow_imports=allow_imports,
-            ),
-        )
+        worker = Worker(url, worker_id=worker_id, settings=WorkerSettings(**settings))
     except OrbiterError as exc:
         raise ConfigError(str(exc)) from None
+    s = worker.settings
     signals_seen = 0
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -160,7 +145,7 @@ def worker_command(
         name = signal.Signals(signum).name
         if signals_seen == 1:
             click.echo(
-                f"{name}: stopping; running tasks get {shutdown_timeout:g}s to finish", err=True
+                f"{name}: stopping; running tasks get {s.shutdown_timeout:g}s to finish", err=True
             )
             worker.stop()
         else:
@@ -172,10 +157,10 @@ def worker_command(
     click.echo(
         f"orbiter-sync worker {worker.worker_id}\n"
         f"  redis:       {mask_url(url)}\n"
-        f"  queue:       {queue_name}\n"
-        f"  concurrency: {concurrency}\n"
-        f"  pool:        {pool}\n"
-        f"  executor:    {executor}",
+        f"  queue:       {s.queue_name}\n"
+        f"  concurrency: {s.concurrency}\n"
+        f"  pool:        {s.pool}\n"
+        f"  executor:    {s.executor}",
         err=True,
     )
     worker.start()  # errors become one line through the command group

@@ -6,7 +6,10 @@ The public API, by role:
   ``TaskResult``, ``TaskStatus`` (models.py)
 - worker: ``Worker``, ``WorkerSettings`` (worker.py)
 - health: ``get_worker_fleet_status``, ``WorkerHealthCheck``, ``WorkerHealth`` (health.py)
-- queue and state: ``TaskBroker`` (broker.py), ``TaskStore`` (store.py)
+- queue: ``TaskProducer`` (producer.py: submit, cancel), ``TaskConsumer``
+  (consumer.py: claim, begin, settle; one per worker), ``QueueAdmin`` (admin.py:
+  stats, dead letters), ``QueueSettings`` and ``Delivery`` (queue.py), ``Outcome``
+  (outcome.py); task state: ``TaskStore`` (store.py)
 - events: ``EventPublisher``, ``EventSubscriber`` and the event types (events.py)
 - connections: ``resolve_redis_url``, ``mask_url`` (connection.py)
 - errors: ``OrbiterError`` and its tree (errors.py)
@@ -22,9 +25,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orbiter_sync.broker import Delivery, NackOutcome, TaskBroker
+    from orbiter_sync.admin import QueueAdmin, QueueStats
     from orbiter_sync.client import TaskHandle, distributed
     from orbiter_sync.connection import mask_url, resolve_redis_url
+    from orbiter_sync.consumer import TaskConsumer
     from orbiter_sync.errors import (
         ConfigurationError,
         OrbiterError,
@@ -52,15 +56,18 @@ if TYPE_CHECKING:
     )
     from orbiter_sync.health import WorkerHealth, WorkerHealthCheck, get_worker_fleet_status
     from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
+    from orbiter_sync.outcome import Outcome, OutcomeKind, StopReason
+    from orbiter_sync.producer import TaskProducer
+    from orbiter_sync.queue import Delivery, QueueSettings
+    from orbiter_sync.settings import WorkerSettings
     from orbiter_sync.store import TaskStore
-    from orbiter_sync.worker import Worker, WorkerSettings
+    from orbiter_sync.worker import Worker
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _MODULE_OF = {
-    "Delivery": "orbiter_sync.broker",
-    "NackOutcome": "orbiter_sync.broker",
-    "TaskBroker": "orbiter_sync.broker",
+    "QueueAdmin": "orbiter_sync.admin",
+    "QueueStats": "orbiter_sync.admin",
     "TaskHandle": "orbiter_sync.client",
     "distributed": "orbiter_sync.client",
     "mask_url": "orbiter_sync.connection",
@@ -86,15 +93,22 @@ _MODULE_OF = {
     "ToolResultEvent": "orbiter_sync.events",
     "Usage": "orbiter_sync.events",
     "UsageEvent": "orbiter_sync.events",
+    "TaskConsumer": "orbiter_sync.consumer",
     "WorkerHealth": "orbiter_sync.health",
     "WorkerHealthCheck": "orbiter_sync.health",
     "get_worker_fleet_status": "orbiter_sync.health",
     "TaskPayload": "orbiter_sync.models",
     "TaskResult": "orbiter_sync.models",
     "TaskStatus": "orbiter_sync.models",
+    "Outcome": "orbiter_sync.outcome",
+    "OutcomeKind": "orbiter_sync.outcome",
+    "StopReason": "orbiter_sync.outcome",
+    "TaskProducer": "orbiter_sync.producer",
+    "Delivery": "orbiter_sync.queue",
+    "QueueSettings": "orbiter_sync.queue",
+    "WorkerSettings": "orbiter_sync.settings",
     "TaskStore": "orbiter_sync.store",
     "Worker": "orbiter_sync.worker",
-    "WorkerSettings": "orbiter_sync.worker",
 }
 
 
@@ -125,10 +139,16 @@ __all__ = [
     "get_worker_fleet_status",
     "WorkerHealthCheck",
     "WorkerHealth",
-    # queue and state
-    "TaskBroker",
+    # queue and task state
+    "TaskProducer",
+    "TaskConsumer",
+    "QueueAdmin",
+    "QueueSettings",
+    "QueueStats",
     "Delivery",
-    "NackOutcome",
+    "Outcome",
+    "OutcomeKind",
+    "StopReason",
     "TaskStore",
     # events
     "EventPublisher",

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from orbiter_sync import keys
-from orbiter_sync.broker import TaskBroker
 from orbiter_sync.connection import resolve_redis_url, shared_client
 from orbiter_sync.errors import (
     TaskCancelledError,
@@ -25,6 +24,8 @@ from orbiter_sync.errors import (
 )
 from orbiter_sync.events import EventSubscriber, StreamEvent, terminal_event
 from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
+from orbiter_sync.producer import TaskProducer
+from orbiter_sync.queue import QueueSettings
 from orbiter_sync.store import TaskStore
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Backend:
-    broker: TaskBroker
+    producer: TaskProducer
     store: TaskStore
     subscriber: EventSubscriber
 
@@ -47,7 +48,7 @@ def _backend(redis_url: str, queue_name: str) -> _Backend:
         if backend is None:
             client = shared_client(redis_url)
             backend = _backends[(redis_url, queue_name)] = _Backend(
-                broker=TaskBroker(redis_url, queue_name=queue_name, client=client),
+                producer=TaskProducer(redis_url, QueueSettings(name=queue_name), client=client),
                 store=TaskStore(redis_url, client=client),
                 subscriber=EventSubscriber(redis_url, client=client),
             )
@@ -151,7 +152,7 @@ class TaskHandle:
 
     def cancel(self) -> bool:
         """Ask for the task to be cancelled; False if it already ended or is unknown."""
-        return self._backend.broker.cancel(self.task_id)
+        return self._backend.producer.cancel(self.task_id)
 
 
 def _terminal_event_of(state: TaskResult) -> StreamEvent:
@@ -206,6 +207,6 @@ def distributed(
         timeout_seconds=timeout,
     )
     handle = TaskHandle(payload.task_id, redis_url=redis_url, queue_name=queue_name)
-    handle._backend.broker.submit(payload)
+    handle._backend.producer.submit(payload)
     logger.info("task %s submitted to %s", payload.task_id, queue_name)
     return handle

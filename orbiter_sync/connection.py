@@ -134,8 +134,10 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
-def connect(url: str, **overrides: Any) -> redis.Redis:
-    """A client with its own thread-safe pool, for one long-lived object."""
+def connect(url: str | None = None, **overrides: Any) -> redis.Redis:
+    """A client with its own thread-safe pool, for one long-lived object.
+
+    ``url`` defaults to ``ORBITER_REDIS_URL``, then ``REDIS_URL``."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_timeout": 15.0,

@@ -1,10 +1,11 @@
-"""Stopping runs from outside: each run's ``RunControl``, and the worker's cancel listener.
+"""Stopping runs from outside: each run's ``RunControl``, the worker's running set
+(``RunTracker``) and its cancel listener.
 
-A run is stopped for a reason: ``cancelled`` (a client asked), ``timeout`` (its
-``timeout_seconds`` passed), ``shutdown`` (the worker is stopping; the task goes
-back to the queue) or ``lost`` (another worker took its entry over). Async runs
-stop at once (their asyncio task is cancelled on their own loop, thread-safely);
-sync generators stop at their next yield; a plain sync function is judged when it
+A run is stopped for a :class:`StopReason`: cancelled (a client asked), timeout
+(its ``timeout_seconds`` passed), shutdown (the worker is stopping; the task goes
+back to the queue) or lost (another worker took its entry over). Async runs stop
+at once (their asyncio task is cancelled on their own loop, thread-safely); sync
+generators stop at their next yield; a plain sync function is judged when it
 returns.
 """
 
@@ -19,10 +20,9 @@ import redis
 
 from orbiter_sync import keys
 from orbiter_sync.errors import RunInterrupted
+from orbiter_sync.outcome import StopReason
 
 logger = logging.getLogger(__name__)
-
-CANCELLED, TIMEOUT, SHUTDOWN, LOST = "cancelled", "timeout", "shutdown", "lost"
 
 
 class RunControl:
@@ -30,13 +30,13 @@ class RunControl:
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        self.reason: str | None = None
+        self.reason: StopReason | None = None
         self.event = threading.Event()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Future[object] | None = None
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason) -> None:
         """Ask the run to stop; the first reason given wins. Safe from any thread."""
         with self._lock:
             if self.reason is not None:
@@ -62,6 +62,54 @@ class RunControl:
     def detach(self) -> None:
         with self._lock:
             self._loop = self._task = None
+
+
+class RunTracker:
+    """What one worker is running and has done: its running set and its counters.
+
+    Slots track and untrack their runs; the heartbeat, the cancel listener and
+    the worker's shutdown stop them by task id. Safe from any thread.
+    """
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._lock = threading.Lock()
+        self._running: dict[str, RunControl] = {}
+        self.processed = 0
+        self.failed = 0
+
+    def track(self, control: RunControl) -> None:
+        with self._lock:
+            self._running[control.task_id] = control
+
+    def untrack(self, control: RunControl) -> None:
+        with self._lock:
+            if self._running.get(control.task_id) is control:
+                del self._running[control.task_id]
+
+    def ids(self) -> list[str]:
+        """Ids of the tasks running now."""
+        with self._lock:
+            return list(self._running)
+
+    def stop(self, task_id: str, reason: StopReason) -> bool:
+        """Stop the run of ``task_id`` if it runs here; True if it did."""
+        with self._lock:
+            control = self._running.get(task_id)
+        if control is None:
+            return False
+        logger.info("worker %s: stopping task %s (%s)", self.worker_id, task_id, reason)
+        control.stop(reason)
+        return True
+
+    def stop_all(self, reason: StopReason) -> None:
+        for task_id in self.ids():
+            self.stop(task_id, reason)
+
+    def count(self, *, processed: int = 0, failed: int = 0) -> None:
+        with self._lock:
+            self.processed += processed
+            self.failed += failed
 
 
 class CancelListener:

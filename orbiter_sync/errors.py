@@ -16,7 +16,7 @@ Every error the library raises on purpose derives from :class:`OrbiterError`, so
      |    +-- ImportNotAllowedError  it names a module outside the import allowlist
      +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
 
-    RunInterrupted (BaseException) a run stopped from outside: cancel, timeout, shutdown
+    RunInterrupted (BaseException) a run stopped from outside: cancel, timeout, shutdown, lost
 
 Shutdown requests are not errors: the worker stops through ``Worker.stop()``,
 and the CLI turns signals into that call. ``RunInterrupted`` derives from
@@ -24,6 +24,11 @@ and the CLI turns signals into that call. ``RunInterrupted`` derives from
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orbiter_sync.outcome import StopReason
 
 
 class OrbiterError(Exception):
@@ -113,6 +118,6 @@ class RunInterrupted(BaseException):  # noqa: N818 - an interrupt, like Keyboard
     A ``BaseException`` so that ``except Exception`` in agent code cannot swallow it.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: StopReason) -> None:
         self.reason = reason
         super().__init__(reason)

@@ -3,9 +3,10 @@
 A task's events live in two places (wire contract): the stream
 ``orbiter:stream:{id}`` (field ``event``, TTL one hour) for replay, and the
 pub/sub channel ``orbiter:events:{id}`` for live listeners. The publisher writes
-both in one Lua script. The subscriber reads the stream only: replay and follow
-through one cursor, so it has no gap and no duplicate, and it stops after the
-terminal ``status`` event (completed, error or cancelled) that ends every task.
+both in one Lua script (``lua/publish.lua``). The subscriber reads the stream
+only: replay and follow through one cursor, so it has no gap and no duplicate,
+and it stops after the terminal ``status`` event (completed, error or
+cancelled) that ends every task.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any, ClassVar, Literal
 
 import redis
 
-from orbiter_sync import keys
+from orbiter_sync import keys, lua
 from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
+from orbiter_sync.queue import DEFAULT_EVENT_TTL
 
 logger = logging.getLogger(__name__)
 
@@ -228,49 +230,6 @@ def terminal_event(
     return StatusEvent(status=status, message=message, agent_name=agent_name)
 
 
-# Lua shared by every script that writes events (the broker's finish, cancel and
-# dead-letter scripts include it): append one event to the stream and the channel,
-# and tell whether a stream already ends with a terminal status event.
-EVENT_LUA = """
-local TERMINAL_EVENT = {completed = true, error = true, cancelled = true}
-local function last_event_is_terminal(stream)
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #last == 0 then return false end
-  local f = last[1][2]
-  for i = 1, #f, 2 do
-    if f[i] == 'event' then
-      local ok, ev = pcall(cjson.decode, f[i + 1])
-      return ok and type(ev) == 'table' and ev['type'] == 'status'
-        and TERMINAL_EVENT[ev['status']] == true
-    end
-  end
-  return false
-end
-local function append_event(stream, channel, ttl, event, eid)
-  local id = redis.call('XADD', stream, '*', 'event', event, 'eid', eid)
-  redis.call('EXPIRE', stream, ttl)
-  redis.call('PUBLISH', channel, event)
-  return id
-end
-"""
-
-# KEYS: event stream. ARGV: event json, ttl, event id, channel.
-# A retry after a lost reply finds its own entry last (same eid) and writes nothing.
-_PUBLISH_LUA = (
-    EVENT_LUA
-    + """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local f = last[1][2]
-  for i = 1, #f, 2 do
-    if f[i] == 'eid' and f[i + 1] == ARGV[3] then return last[1][1] end
-  end
-end
-return append_event(KEYS[1], ARGV[4], ARGV[2], ARGV[1], ARGV[3])
-"""
-)
-
-
 def new_event_id() -> str:
     """A unique id stored beside each event, so a retried publish is not written twice."""
     return uuid.uuid4().hex[:16]
@@ -295,9 +254,9 @@ class EventPublisher:
 
     def __init__(
         self,
-        redis_url: str,
+        redis_url: str | None = None,
         *,
-        stream_ttl_seconds: int = 3600,
+        stream_ttl_seconds: int = DEFAULT_EVENT_TTL,
         client: redis.Redis | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
@@ -305,7 +264,7 @@ class EventPublisher:
         self._owns_client = client is None
         self.stream_ttl_seconds = stream_ttl_seconds
         self._retry = retry
-        self._publish = self._client.register_script(_PUBLISH_LUA)
+        self._publish = lua.register(self._client, "publish")
 
     def publish(self, task_id: str, event: StreamEvent) -> str:
         """Append ``event``; returns its stream entry id. Safe to retry."""
@@ -329,7 +288,7 @@ class EventSubscriber:
 
     def __init__(
         self,
-        redis_url: str,
+        redis_url: str | None = None,
         *,
         client: redis.Redis | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,

@@ -36,6 +36,14 @@ class TaskStatus(StrEnum):
         """True for the states a waiting client stops at."""
         return self in TERMINAL_STATUSES
 
+    @classmethod
+    def parse(cls, raw: str | None) -> TaskStatus | None:
+        """The status named by ``raw``, or None when it names none."""
+        try:
+            return cls(raw) if raw else None
+        except ValueError:
+            return None
+
 
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 

@@ -1,150 +1,147 @@
-"""One slot: claim a task, run it, record how it ended; then the next.
+"""One slot: claim a task, run it, settle it; then the next.
 
-Each slot owns one asyncio loop, created when the slot starts and reused for every
-async run on it. A slot never dies of a task: agent errors become failed attempts,
-Redis outages are waited out, anything unexpected is logged and the loop goes on.
+A slot never dies of a task: whatever the agent does becomes an ``Outcome``,
+which the consumer settles in one script call; Redis outages are waited out;
+anything unexpected is logged and the loop goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING
 
-from orbiter_sync.broker import Delivery
-from orbiter_sync.control import CANCELLED, LOST, SHUTDOWN, RunControl
+from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.control import RunControl, RunTracker
 from orbiter_sync.errors import AgentConfigError, RedisUnavailableError, RunInterrupted
-from orbiter_sync.events import StatusEvent, StreamEvent
-from orbiter_sync.executors import RunContext
-from orbiter_sync.models import TaskStatus
-
-if TYPE_CHECKING:
-    from orbiter_sync.worker import Worker
+from orbiter_sync.events import EventPublisher, StreamEvent
+from orbiter_sync.executors import Executor, RunContext
+from orbiter_sync.outcome import Outcome, OutcomeKind
+from orbiter_sync.queue import Delivery
 
 logger = logging.getLogger(__name__)
 
 
 class Slot:
-    """The claim -> run -> record loop of one unit of concurrency."""
+    """The claim -> run -> settle loop of one unit of concurrency."""
 
-    def __init__(self, worker: Worker, index: int) -> None:
-        self.worker = worker
+    def __init__(
+        self,
+        index: int,
+        *,
+        worker_id: str,
+        consumer: TaskConsumer,
+        executor: Executor,
+        publisher: EventPublisher,
+        runs: RunTracker,
+        stopping: threading.Event,
+        claim_timeout: float,
+    ) -> None:
         self.index = index
+        self.worker_id = worker_id
+        self.consumer = consumer
+        self.executor = executor
+        self.publisher = publisher
+        self.runs = runs
+        self.stopping = stopping
+        self.claim_timeout = claim_timeout
 
     def run(self) -> None:
-        worker = self.worker
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        backoff = 0.1
-        try:
-            while not worker.stopping.is_set():
+        with self.executor.slot():
+            backoff = 0.1
+            while not self.stopping.is_set():
                 try:
-                    delivery = worker.broker.claim(
-                        worker.worker_id, timeout=worker.settings.claim_timeout
-                    )
+                    delivery = self.consumer.claim(timeout=self.claim_timeout)
                     backoff = 0.1
                 except RedisUnavailableError as exc:
-                    logger.warning("worker %s slot %d: %s", worker.worker_id, self.index, exc)
-                    worker.stopping.wait(backoff)
+                    logger.warning("worker %s slot %d: %s", self.worker_id, self.index, exc)
+                    self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if delivery is None:
                     continue
-                if worker.stopping.is_set():
-                    worker.broker.release(
-                        delivery.task_id, reason="worker stopping before it started"
-                    )
-                    continue
                 try:
-                    self.process(delivery, loop)
+                    self.process(delivery)
                 except RedisUnavailableError as exc:
                     # The entry stays pending; it is reclaimed once Redis is back.
                     logger.error(
                         "worker %s: task %s not recorded, Redis unavailable: %s",
-                        worker.worker_id,
+                        self.worker_id,
                         delivery.task_id,
                         exc,
                     )
                 except Exception:  # noqa: BLE001 - the slot outlives any one task
                     logger.exception(
-                        "worker %s: unexpected error on task %s", worker.worker_id, delivery.task_id
+                        "worker %s: unexpected error on task %s", self.worker_id, delivery.task_id
                     )
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
 
-    def process(self, delivery: Delivery, loop: asyncio.AbstractEventLoop) -> None:
-        worker, broker, store = self.worker, self.worker.broker, self.worker.store
-        task_id, payload = delivery.task_id, delivery.payload
-        if not store.set_status(
-            task_id, TaskStatus.RUNNING, worker_id=worker.worker_id, started_at=time.time()
-        ):
-            state = store.get_status(task_id)
-            final = state.status if state is not None else TaskStatus.CANCELLED
-            logger.info(
-                "worker %s: task %s is already %s; not running it", worker.worker_id, task_id, final
-            )
-            broker.finish(task_id, final)
+    def process(self, delivery: Delivery) -> None:
+        """Run one claimed task and settle it."""
+        if self.stopping.is_set():
+            self.settle(delivery, Outcome.released("worker stopping before it started"))
             return
+        if not self.consumer.begin(delivery):
+            return
+        control = RunControl(delivery.task_id)
+        self.runs.track(control)
+        try:
+            logger.info(
+                "worker %s: task %s started (delivery %d)",
+                self.worker_id,
+                delivery.task_id,
+                delivery.deliveries,
+            )
+            outcome = self.attempt(delivery, control)
+            self.settle(delivery, outcome)
+        finally:
+            self.runs.untrack(control)
+
+    def attempt(self, delivery: Delivery, control: RunControl) -> Outcome:
+        """Run the agent once; whatever happens becomes the outcome."""
+        payload = delivery.payload
 
         def publish(event: StreamEvent) -> None:
-            worker.publisher.publish(task_id, event)
+            self.publisher.publish(payload.task_id, event)
 
-        control = RunControl(task_id)
-        worker.track(control)
-        logger.info(
-            "worker %s: task %s started (delivery %d)",
-            worker.worker_id,
-            task_id,
-            delivery.deliveries,
+        context = RunContext(
+            publish=publish,
+            control=control,
+            deadline=time.monotonic() + payload.timeout_seconds,
         )
         try:
-            publish(StatusEvent(status="running", message=f"running on {worker.worker_id}"))
-            result = worker.executor.execute(payload, RunContext(publish, control, loop))
+            return Outcome.completed(self.executor.execute(payload, context))
         except RunInterrupted as stop:
-            self._interrupted(task_id, stop.reason, payload.timeout_seconds)
+            return Outcome.stopped(stop.reason, payload.timeout_seconds)
         except AgentConfigError as exc:
-            self._failed(task_id, exc, retry=False)
+            return Outcome.failed(exc, retryable=False)
         except Exception as exc:  # noqa: BLE001 - any agent error is a failed attempt
-            self._failed(task_id, exc, retry=True)
-        else:
-            ended = broker.finish(
-                task_id, TaskStatus.COMPLETED, result=result, completed_at=time.time()
-            )
-            if ended == TaskStatus.COMPLETED:
-                worker.count("processed")
-            logger.info("worker %s: task %s %s", worker.worker_id, task_id, ended)
-        finally:
-            worker.untrack(control)
+            return Outcome.failed(exc, retryable=True)
 
-    def _interrupted(self, task_id: str, reason: str, timeout: float) -> None:
-        worker = self.worker
-        if reason == CANCELLED:
-            worker.broker.finish(
-                task_id, TaskStatus.CANCELLED, message="cancelled", completed_at=time.time()
-            )
-            logger.info("worker %s: task %s cancelled", worker.worker_id, task_id)
-        elif reason == SHUTDOWN:
-            worker.broker.release(task_id)
-        elif reason == LOST:
-            worker.broker.forget(task_id)
+    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        settled = self.consumer.settle(delivery, outcome)
+        task_id = delivery.task_id
+        if outcome.kind.is_failure:
+            self.runs.count(failed=1)
+        elif outcome.kind is OutcomeKind.COMPLETED and settled.status == "completed":
+            self.runs.count(processed=1)
+        if not settled.written:
             logger.warning(
-                "worker %s: task %s was taken over by another worker", worker.worker_id, task_id
+                "worker %s: task %s %s, but its entry is no longer ours: nothing recorded",
+                self.worker_id,
+                task_id,
+                outcome.kind,
+            )
+        elif outcome.kind.is_failure:
+            log = logger.warning if settled.status == "retrying" else logger.error
+            log(
+                "worker %s: task %s %s (%s): %s",
+                self.worker_id,
+                task_id,
+                outcome.kind,
+                settled.status,
+                outcome.error,
             )
         else:
-            self._failed(task_id, TimeoutError(f"timed out after {timeout:g}s"), retry=True)
-
-    def _failed(self, task_id: str, exc: BaseException, *, retry: bool) -> None:
-        worker = self.worker
-        error = f"{type(exc).__name__}: {exc}"
-        worker.count("failed")
-        worker.store.set_status(task_id, TaskStatus.FAILED, error=error, completed_at=time.time())
-        if retry:
-            outcome = worker.broker.nack(task_id, error=error, error_type=type(exc).__name__)
-            logger.warning(
-                "worker %s: task %s failed (%s): %s", worker.worker_id, task_id, outcome, error
+            logger.info(
+                "worker %s: task %s %s (%s)", self.worker_id, task_id, outcome.kind, settled.status
             )
-        else:
-            worker.broker.finish(task_id, TaskStatus.FAILED, message=error, error=error)
-            logger.error("worker %s: task %s failed for good: %s", worker.worker_id, task_id, error)

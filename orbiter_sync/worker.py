@@ -1,4 +1,4 @@
-"""The worker: wires slots, heartbeat, cancel listener and reclaim around one queue.
+"""The worker: wires slots, heartbeat and cancel listener around one queue's consumer.
 
 ``Worker.start()`` blocks until the worker has stopped; ``Worker.stop()`` is safe
 from any thread (the CLI calls it from its signal handlers; the library installs
@@ -9,6 +9,9 @@ while tasks finish:
 2. wait up to ``shutdown_timeout`` for running tasks to finish;
 3. stop what is left and release it back to the queue (not a failed attempt);
 4. stop the cancel listener and the heartbeat (deleting its key), close connections.
+
+Nothing else in the package imports this module: the parts below it get the
+collaborators they use passed in.
 """
 
 from __future__ import annotations
@@ -18,21 +21,19 @@ import os
 import secrets
 import socket
 import threading
-from collections import Counter
-from dataclasses import dataclass, field
+from typing import Unpack
 
-import tenacity
-
-from orbiter_sync import keys
 from orbiter_sync.agents import ImportPolicy
-from orbiter_sync.broker import DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_RETRIES, TaskBroker
 from orbiter_sync.connection import DEFAULT_RETRY, connect, mask_url, resolve_redis_url
-from orbiter_sync.control import CANCELLED, SHUTDOWN, CancelListener, RunControl
+from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.control import CancelListener, RunTracker
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EventPublisher
-from orbiter_sync.executors import Executor, LocalExecutor, check_executor
+from orbiter_sync.executors import make_executor
 from orbiter_sync.heartbeat import Heartbeat
-from orbiter_sync.pools import Pool, check_pool, make_pool
+from orbiter_sync.outcome import Outcome, StopReason
+from orbiter_sync.pools import Pool, make_pool
+from orbiter_sync.settings import WorkerOptions, WorkerSettings
 from orbiter_sync.slot import Slot
 from orbiter_sync.store import TaskStore
 
@@ -41,95 +42,51 @@ logger = logging.getLogger(__name__)
 RELEASE_GRACE = 5.0  # seconds stopped runs get to hand their task back
 MAIN_THREAD_TICK = 0.05
 
+__all__ = ["Worker", "WorkerSettings", "default_worker_id"]
+
 
 def default_worker_id() -> str:
     """``{hostname}-{pid}-{8 hex}``, unique per process."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """Everything that shapes a worker besides its Redis URL and id."""
-
-    concurrency: int = 1
-    queue_name: str = keys.DEFAULT_QUEUE
-    heartbeat_ttl: int = 30
-    executor: str = "local"
-    pool: str = "thread"
-    shutdown_timeout: float = 25.0
-    visibility_timeout: float = 60.0
-    allow_imports: tuple[str, ...] = ()
-    max_retries: int = DEFAULT_MAX_RETRIES
-    max_deliveries: int = DEFAULT_MAX_DELIVERIES
-    retry_backoff: float = 1.0
-    """Base of the exponential retry backoff, in seconds (1 s, 2 s, 4 s ... capped at 60 s)."""
-    claim_timeout: float = 1.0
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.heartbeat_ttl < 1:
-            raise ConfigurationError(
-                f"heartbeat_ttl must be at least 1 second, got {self.heartbeat_ttl}"
-            )
-        if self.shutdown_timeout < 0 or self.visibility_timeout <= 0 or self.retry_backoff < 0:
-            raise ConfigurationError("timeouts and backoff must not be negative")
-        check_executor(self.executor)
-        check_pool(self.pool)
-
-
 class Worker:
-    """A worker process's engine: ``concurrency`` slots claiming from one queue."""
+    """A worker process's engine: ``concurrency`` slots claiming from one queue.
+
+    Settings come either whole (``settings=WorkerSettings(...)``) or as keywords
+    (``concurrency=4, queue_name=...``), never both.
+    """
 
     def __init__(
         self,
         redis_url: str | None = None,
         *,
         worker_id: str | None = None,
-        concurrency: int = 1,
-        queue_name: str = keys.DEFAULT_QUEUE,
-        heartbeat_ttl: int = 30,
-        executor: str = "local",
-        pool: str = "thread",
-        shutdown_timeout: float = 25.0,
-        visibility_timeout: float = 60.0,
-        allow_imports: tuple[str, ...] | list[str] = (),
         settings: WorkerSettings | None = None,
+        **options: Unpack[WorkerOptions],
     ) -> None:
-        self.settings = settings or WorkerSettings(
-            concurrency=concurrency,
-            queue_name=queue_name,
-            heartbeat_ttl=heartbeat_ttl,
-            executor=executor,
-            pool=pool,
-            shutdown_timeout=shutdown_timeout,
-            visibility_timeout=visibility_timeout,
-            allow_imports=tuple(allow_imports),
-        )
+        if settings is not None and options:
+            raise ConfigurationError(
+                f"pass settings= or keyword settings, not both (got settings= and "
+                f"{', '.join(sorted(options))})"
+            )
+        unknown = set(options) - set(WorkerSettings.names())
+        if unknown:
+            raise ConfigurationError(f"unknown worker setting(s): {', '.join(sorted(unknown))}")
+        self.settings = settings if settings is not None else WorkerSettings(**options)
         self.redis_url = resolve_redis_url(redis_url)
         self.worker_id = worker_id or default_worker_id()
-        self.policy = ImportPolicy.from_settings(self.settings.allow_imports)
-        self.retry = DEFAULT_RETRY
-        self.client = connect(self.redis_url)
         s = self.settings
-        self.broker = TaskBroker(
-            self.redis_url,
-            queue_name=s.queue_name,
-            max_retries=s.max_retries,
-            max_deliveries=s.max_deliveries,
-            visibility_timeout=s.visibility_timeout,
-            retry_backoff=tenacity.wait_exponential(multiplier=s.retry_backoff, max=60)
-            + tenacity.wait_random(0, s.retry_backoff),
-            client=self.client,
+        policy = ImportPolicy.from_settings(s.allow_imports)
+        self.executor = make_executor(s.executor, policy=policy)
+        self.client = connect(self.redis_url)
+        self.consumer = TaskConsumer(
+            self.redis_url, self.worker_id, s.queue_settings(), client=self.client
         )
         self.store = TaskStore(self.redis_url, client=self.client)
         self.publisher = EventPublisher(self.redis_url, client=self.client)
-        self.executor: Executor = LocalExecutor(self.policy)
+        self.runs = RunTracker(self.worker_id)
         self.stopping = threading.Event()
-        self.counters: Counter[str] = Counter(processed=0, failed=0)
-        self._running: dict[str, RunControl] = {}
-        self._lock = threading.Lock()
         self._stop_requested = threading.Event()
         self._stop_timeout: float | None = None
         self._stopped = threading.Event()
@@ -137,37 +94,6 @@ class Worker:
     def __repr__(self) -> str:
         url, queue = mask_url(self.redis_url), self.settings.queue_name
         return f"Worker({self.worker_id!r}, {url!r}, queue={queue!r})"
-
-    # -- the running set, shared by slots, heartbeat and cancel listener ----------------
-
-    def track(self, control: RunControl) -> None:
-        with self._lock:
-            self._running[control.task_id] = control
-
-    def untrack(self, control: RunControl) -> None:
-        with self._lock:
-            if self._running.get(control.task_id) is control:
-                del self._running[control.task_id]
-
-    def running_ids(self) -> list[str]:
-        with self._lock:
-            return list(self._running)
-
-    def stop_run(self, task_id: str, reason: str) -> bool:
-        """Stop the run of ``task_id`` if it runs here; True if it did."""
-        with self._lock:
-            control = self._running.get(task_id)
-        if control is None:
-            return False
-        logger.info("worker %s: stopping task %s (%s)", self.worker_id, task_id, reason)
-        control.stop(reason)
-        return True
-
-    def count(self, name: str) -> None:
-        with self._lock:
-            self.counters[name] += 1
-
-    # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         """Run until :meth:`stop` is called; returns once everything is shut down."""
@@ -181,26 +107,48 @@ class Worker:
             s.pool,
             s.executor,
         )
-        self.broker.ensure_group()
-        heartbeat = Heartbeat(self)
-        listener = CancelListener(self.client, lambda task_id: self.stop_run(task_id, CANCELLED))
+        self.consumer.ensure_group()
+        heartbeat = Heartbeat(
+            client=self.client,
+            retry=DEFAULT_RETRY,
+            worker_id=self.worker_id,
+            settings=s,
+            runs=self.runs,
+            consumer=self.consumer,
+            store=self.store,
+            stopping=self.stopping,
+        )
+        listener = CancelListener(
+            self.client, lambda task_id: self.runs.stop(task_id, StopReason.CANCELLED)
+        )
         pool = make_pool(s.pool)
         try:
             heartbeat.start()
             listener.start()
             for index in range(s.concurrency):
-                pool.spawn(Slot(self, index).run, name=f"orbiter-slot-{index}")
+                slot = Slot(
+                    index,
+                    worker_id=self.worker_id,
+                    consumer=self.consumer,
+                    executor=self.executor,
+                    publisher=self.publisher,
+                    runs=self.runs,
+                    stopping=self.stopping,
+                    claim_timeout=s.claim_timeout,
+                )
+                pool.spawn(slot.run, name=f"orbiter-slot-{index}")
             # Short waits: a signal that lands on another thread only reaches its Python
             # handler when the main thread next wakes, and two signals that arrive
             # before then count as one.
             while not self._stop_requested.wait(MAIN_THREAD_TICK):
                 pass
-            self._shut_down(pool, heartbeat)
+            self._shut_down(pool)
         finally:
             self.stopping.set()
             listener.stop()
             heartbeat.stop()
-            self._forget_consumer()
+            self.consumer.leave()
+            self.executor.close()
             self.client.close()
             self._stopped.set()
             logger.info("worker %s stopped", self.worker_id)
@@ -219,35 +167,22 @@ class Worker:
     def wait_stopped(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
-    def _shut_down(self, pool: Pool, heartbeat: Heartbeat) -> None:
-        heartbeat.status = "stopping"
-        logger.info(
-            "worker %s stopping: %d running task(s)", self.worker_id, len(self.running_ids())
-        )
+    def _shut_down(self, pool: Pool) -> None:
+        logger.info("worker %s stopping: %d running task(s)", self.worker_id, len(self.runs.ids()))
         waited = 0.0
         while not pool.join(MAIN_THREAD_TICK):
             waited += MAIN_THREAD_TICK
             timeout = self._stop_timeout if self._stop_timeout is not None else 0.0
             if waited >= timeout:
                 break
-        for task_id in self.running_ids():
-            self.stop_run(task_id, SHUTDOWN)
+        self.runs.stop_all(StopReason.SHUTDOWN)
         if not pool.join(RELEASE_GRACE):
             # Plain sync functions cannot be interrupted: hand their tasks back ourselves.
-            for task_id in self.running_ids():
+            # Their slots' own settle comes too late to write anything (it is fenced).
+            for delivery in self.consumer.in_flight():
                 logger.warning(
-                    "worker %s: task %s did not stop; releasing it", self.worker_id, task_id
+                    "worker %s: task %s did not stop; releasing it",
+                    self.worker_id,
+                    delivery.task_id,
                 )
-                self.broker.release(task_id, reason="worker stopped while it ran")
-
-    def _forget_consumer(self) -> None:
-        """Remove this worker's consumer from the group when it owns no pending entry."""
-        try:
-            group, queue = self.broker.group, self.settings.queue_name
-            pending = self.client.xpending_range(
-                queue, group, "-", "+", 1, consumername=self.worker_id
-            )
-            if not pending:
-                self.client.xgroup_delconsumer(queue, group, self.worker_id)
-        except Exception as exc:  # noqa: BLE001 - best effort at exit
-            logger.debug("worker %s: consumer not removed: %s", self.worker_id, exc)
+                self.consumer.settle(delivery, Outcome.released("worker stopped while it ran"))

@@ -16,9 +16,11 @@ import pytest
 import redis
 from helpers import CLI, TEST_POOL, TESTS, Spawn, wait_for
 
-from orbiter_sync.broker import TaskBroker
+from orbiter_sync.admin import QueueAdmin
+from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.embedded import INSTALL_HINT, EmbeddedRedis
 from orbiter_sync.events import EventPublisher, EventSubscriber
+from orbiter_sync.producer import TaskProducer
 from orbiter_sync.store import TaskStore
 
 
@@ -61,10 +63,25 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def broker(redis_url: str) -> Iterator[TaskBroker]:
-    b = TaskBroker(redis_url)
-    yield b
-    b.close()
+def producer(redis_url: str) -> Iterator[TaskProducer]:
+    p = TaskProducer(redis_url)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def consumer(redis_url: str) -> Iterator[TaskConsumer]:
+    """The consumer side as worker ``w1`` holds it."""
+    c = TaskConsumer(redis_url, "w1")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def admin(redis_url: str) -> Iterator[QueueAdmin]:
+    a = QueueAdmin(redis_url)
+    yield a
+    a.close()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -76,3 +78,17 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return key, cert
+
+
+def events_of(r: redis.Redis, task_id: str) -> list[dict[str, Any]]:
+    """Every event stored in the task's stream, decoded."""
+    return [json.loads(f["event"]) for _, f in r.xrange(f"orbiter:stream:{task_id}")]
+
+
+def terminal_events(r: redis.Redis, task_id: str) -> list[str]:
+    """The statuses of the terminal status events in the task's stream."""
+    return [
+        e["status"]
+        for e in events_of(r, task_id)
+        if e["type"] == "status" and e["status"] in ("completed", "error", "cancelled")
+    ]

@@ -21,9 +21,11 @@ from click.testing import CliRunner, Result
 from helpers import CLI, Spawn, log_of, wait_for
 
 from orbiter_sync import TaskPayload, TaskStatus, distributed
-from orbiter_sync.broker import TaskBroker
 from orbiter_sync.cli.main import cli
+from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.embedded import EmbeddedRedis, free_port
+from orbiter_sync.outcome import Outcome
+from orbiter_sync.producer import TaskProducer
 
 HUMAN_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 
@@ -371,18 +373,18 @@ def test_watch_an_unknown_task(redis_url: str) -> None:
 # -- queue stats -------------------------------------------------------------------------
 
 
-def test_queue_stats(redis_url: str, broker: TaskBroker) -> None:
+def test_queue_stats(redis_url: str, producer: TaskProducer) -> None:
     # Given three tasks, one claimed by a consumer, one retry waiting out its backoff
     # and one dead letter
     for n in range(3):
-        broker.submit(TaskPayload(task_id=f"t{n}", agent_config=agent("echo"), input="x"))
-    broker.ensure_group()
-    claimed = broker.claim("consumer-1", timeout=1)
+        producer.submit(TaskPayload(task_id=f"t{n}", agent_config=agent("echo"), input="x"))
+    consumer = TaskConsumer(redis_url, "consumer-1")
+    claimed = consumer.claim(timeout=1)
+    assert claimed is not None and consumer.begin(claimed)
+    consumer.settle(claimed, Outcome.failed(RuntimeError("boom")))
+    claimed = consumer.claim(timeout=1)
     assert claimed is not None
-    broker.nack(claimed.task_id, error="boom")
-    claimed = broker.claim("consumer-1", timeout=1)
-    assert claimed is not None
-    broker.dead_letter("0-1", "unreadable", {"payload": "{"}, worker_id="consumer-1")
+    consumer.dead_letter("0-1", "unreadable", {"payload": "{"})
     time.sleep(0.01)  # so the oldest pending entry has an age
 
     # When

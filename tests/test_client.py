@@ -1,5 +1,4 @@
 import threading
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -7,7 +6,6 @@ from helpers import wait_for
 
 import orbiter_sync
 from orbiter_sync import (
-    TaskBroker,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
@@ -16,27 +14,23 @@ from orbiter_sync import (
     distributed,
 )
 from orbiter_sync.client import TaskHandle
+from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.events import EventPublisher, TextEvent
 from orbiter_sync.models import TaskStatus
-from orbiter_sync.store import TaskStore
+from orbiter_sync.outcome import Outcome
 
 AGENT = {"entrypoint": "examples.agents:echo"}
 
 
-def run_like_a_worker(
-    redis_url: str, settle: Callable[[TaskBroker, str], None]
-) -> threading.Thread:
-    """Claim one task in a thread, publish an event and settle it with ``settle``."""
+def run_like_a_worker(redis_url: str, outcome: Outcome) -> threading.Thread:
+    """Claim one task in a thread, publish an event and settle it with ``outcome``."""
 
     def work() -> None:
-        broker = TaskBroker(redis_url)
-        delivery = broker.claim("test-worker", timeout=10)
-        assert delivery is not None
-        TaskStore(redis_url).set_status(
-            delivery.task_id, TaskStatus.RUNNING, worker_id="test-worker"
-        )
+        consumer = TaskConsumer(redis_url, "test-worker")
+        delivery = consumer.claim(timeout=10)
+        assert delivery is not None and consumer.begin(delivery)
         EventPublisher(redis_url).publish(delivery.task_id, TextEvent(text="working"))
-        settle(broker, delivery.task_id)
+        consumer.settle(delivery, outcome)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -49,10 +43,7 @@ def test_distributed_queues_a_task_and_result_waits_for_it(redis_url: str, r: re
     state = handle.status()
     assert state is not None and state.status is TaskStatus.PENDING
     assert r.xlen("orbiter:tasks") == 1
-    worker = run_like_a_worker(
-        redis_url,
-        lambda b, tid: b.finish(tid, TaskStatus.COMPLETED, result={"output": "hello back"}),
-    )
+    worker = run_like_a_worker(redis_url, Outcome.completed({"output": "hello back"}))
 
     assert handle.result(timeout=10) == {"output": "hello back"}
     worker.join()
@@ -60,11 +51,12 @@ def test_distributed_queues_a_task_and_result_waits_for_it(redis_url: str, r: re
 
 def test_stream_yields_events_until_the_terminal_one(redis_url: str) -> None:
     handle = distributed(AGENT, "hi", redis_url=redis_url)
-    run_like_a_worker(redis_url, lambda b, tid: b.finish(tid, TaskStatus.COMPLETED, result={}))
+    run_like_a_worker(redis_url, Outcome.completed({}))
 
     events = list(handle.stream(timeout=10))
 
     assert [(e.type, getattr(e, "status", getattr(e, "text", None))) for e in events] == [
+        ("status", "running"),
         ("text", "working"),
         ("status", "completed"),
     ]
@@ -73,10 +65,7 @@ def test_stream_yields_events_until_the_terminal_one(redis_url: str) -> None:
 def test_result_raises_when_the_task_failed(redis_url: str) -> None:
     handle = distributed(AGENT, "hi", redis_url=redis_url)
 
-    def fail(broker: TaskBroker, task_id: str) -> None:
-        broker.finish(task_id, TaskStatus.FAILED, error="ValueError: bad input")
-
-    run_like_a_worker(redis_url, fail)
+    run_like_a_worker(redis_url, Outcome.failed(ValueError("bad input"), retryable=False))
     with pytest.raises(TaskFailedError, match="bad input") as info:
         handle.result(timeout=10)
     assert info.value.task_id == handle.task_id

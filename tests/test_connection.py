@@ -7,7 +7,7 @@ import pytest
 import redis
 from helpers import make_certificate
 
-from orbiter_sync import TaskBroker, TaskPayload, distributed
+from orbiter_sync import TaskPayload, TaskProducer, distributed
 from orbiter_sync.connection import connect, mask_url, parse_sentinel_url, resolve_redis_url
 from orbiter_sync.embedded import EmbeddedRedis, free_port, redis_server_binary
 from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
@@ -67,9 +67,11 @@ def test_sentinel_url_parts() -> None:
 def test_unreachable_redis_raises_a_clear_error() -> None:
     from orbiter_sync.connection import RetryPolicy
 
-    broker = TaskBroker(f"redis://:pw@127.0.0.1:{free_port()}/0", retry=RetryPolicy(deadline=0.3))
+    producer = TaskProducer(
+        f"redis://:pw@127.0.0.1:{free_port()}/0", retry=RetryPolicy(deadline=0.3)
+    )
     with pytest.raises(RedisUnavailableError, match="unreachable after retrying") as info:
-        broker.submit(TaskPayload(input="x"))
+        producer.submit(TaskPayload(input="x"))
     assert "pw" not in str(info.value).replace("unreachable", "")
 
 
@@ -92,14 +94,14 @@ def test_rediss_with_a_self_signed_certificate(tmp_path: Path) -> None:
     with EmbeddedRedis(extra_args=tls) as server:
         # When a client connects with ssl_cert_reqs=none
         url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=none"
-        TaskBroker(url).submit(TaskPayload(task_id="over-tls", input="x"))
+        TaskProducer(url).submit(TaskPayload(task_id="over-tls", input="x"))
         # Then the task is there
         plain = redis.Redis(port=server.port, decode_responses=True)
         assert plain.hget("orbiter:task:over-tls", "status") == "pending"
         # and without it the certificate is refused
         from orbiter_sync.connection import RetryPolicy
 
-        strict = TaskBroker(f"rediss://127.0.0.1:{tls_port}/0", retry=RetryPolicy(deadline=0.2))
+        strict = TaskProducer(f"rediss://127.0.0.1:{tls_port}/0", retry=RetryPolicy(deadline=0.2))
         with pytest.raises((RedisUnavailableError, redis.ConnectionError)):
             strict.submit(TaskPayload(input="x"))
 

@@ -12,10 +12,11 @@ import redis
 from helpers import TEST_POOL, Spawn, log_of, wait_for
 
 from orbiter_sync import TaskHandle, TaskPayload, distributed
-from orbiter_sync.broker import TaskBroker
+from orbiter_sync.admin import QueueAdmin
 from orbiter_sync.embedded import EmbeddedRedis
 from orbiter_sync.errors import TaskCancelledError, TaskFailedError
 from orbiter_sync.health import WorkerHealthCheck, get_worker_fleet_status
+from orbiter_sync.producer import TaskProducer
 
 
 def agent(name: str) -> dict[str, str]:
@@ -192,7 +193,7 @@ def test_a_task_that_kills_every_worker_ends_in_dead_letters(
     def failed() -> bool:
         return handle.status().status == "failed"  # type: ignore[union-attr]
 
-    # each worker that takes the task dies of it, until the broker gives up on it
+    # each worker that takes the task dies of it, until the consumer gives up on it
     for _ in range(8):
         if failed():
             break
@@ -201,7 +202,7 @@ def test_a_task_that_kills_every_worker_ends_in_dead_letters(
 
     with pytest.raises(TaskFailedError, match="delivered 6 times"):
         handle.result(timeout=1)
-    [dead] = TaskBroker(redis_url).dead_letters()
+    [dead] = QueueAdmin(redis_url).dead_letters()
     assert dead["task_id"] == handle.task_id
 
 
@@ -241,9 +242,9 @@ def test_500_tasks_on_two_workers_run_exactly_once(
 ) -> None:
     spawn_worker(redis_url, "--concurrency", "4")
     spawn_worker(redis_url, "--concurrency", "4")
-    broker = TaskBroker(redis_url)
+    producer = TaskProducer(redis_url)
     ids = [
-        broker.submit(
+        producer.submit(
             TaskPayload(
                 input=str(n), agent_config=agent("counted"), metadata={"redis_url": redis_url}
             )

@@ -1,9 +1,15 @@
-"""From ``agent_config`` to something a slot can run.
+"""From ``agent_config`` to a :class:`ResolvedAgent`, through a table of agent kinds.
 
-Form 1, ``{"entrypoint": "pkg.module:func"}`` (or ``pkg.module.func``), is user
-code behind the import allowlist (entrypoint.py). The built-in LLM agent and the
-swarm forms arrive with the agents issue; until then they fail with a clear,
-permanent error.
+Each kind is one module with ``claims(config)`` and ``resolve(config, policy)``
+and one entry in :data:`AGENT_KINDS`, tried in order:
+
+- ``entrypoint`` (entrypoint.py): ``{"entrypoint": "pkg.module:func"}``, user code;
+- ``swarm``: an orbiter Swarm dict (``agents``, ``flow``, ``mode``);
+- ``llm``: an orbiter Agent dict (``model``, ``instructions``, ``tools`` ...).
+
+The swarm and LLM kinds are not built yet: they fail with a clear, permanent
+error. Every dotted path a payload names goes through the import allowlist
+(imports.py).
 """
 
 from __future__ import annotations
@@ -11,23 +17,42 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from orbiter_sync.agents.entrypoint import ImportPolicy, resolve_entrypoint
+from orbiter_sync.agents import entrypoint
+from orbiter_sync.agents.base import AgentKind, ResolvedAgent
+from orbiter_sync.agents.imports import ALLOW_IMPORTS_ENV, ImportPolicy
 from orbiter_sync.errors import AgentConfigError
 
-__all__ = ["ImportPolicy", "resolve_agent"]
+__all__ = [
+    "AGENT_KINDS",
+    "ALLOW_IMPORTS_ENV",
+    "AgentKind",
+    "ImportPolicy",
+    "ResolvedAgent",
+    "resolve_agent",
+]
 
 
-def resolve_agent(agent_config: dict[str, Any], policy: ImportPolicy) -> Callable[..., Any]:
-    """The callable to run for ``agent_config``; ``AgentConfigError`` if there is none."""
-    entrypoint = agent_config.get("entrypoint")
-    if entrypoint is not None:
-        if not isinstance(entrypoint, str):
-            raise AgentConfigError("agent_config.entrypoint must be a string 'pkg.module:func'")
-        return resolve_entrypoint(entrypoint, policy)
-    if "agents" in agent_config:
-        raise AgentConfigError("swarm agent_configs are not supported by this worker yet")
-    if "model" in agent_config or "instructions" in agent_config:
-        raise AgentConfigError("LLM agent_configs are not supported by this worker yet")
+def _not_built(label: str) -> Callable[[dict[str, Any], ImportPolicy], ResolvedAgent]:
+    def resolve(_config: dict[str, Any], _policy: ImportPolicy) -> ResolvedAgent:
+        raise AgentConfigError(f"{label} agent_configs are not supported by this worker yet")
+
+    return resolve
+
+
+AGENT_KINDS: tuple[AgentKind, ...] = (
+    AgentKind(entrypoint.KIND, entrypoint.claims, entrypoint.resolve),
+    AgentKind("swarm", lambda config: "agents" in config, _not_built("swarm")),
+    AgentKind(
+        "llm", lambda config: "model" in config or "instructions" in config, _not_built("LLM")
+    ),
+)
+
+
+def resolve_agent(agent_config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent:
+    """The agent to run for ``agent_config``; ``AgentConfigError`` if there is none."""
+    for kind in AGENT_KINDS:
+        if kind.claims(agent_config):
+            return kind.resolve(agent_config, policy)
     raise AgentConfigError(
         'agent_config has no \'entrypoint\' (expected {"entrypoint": "pkg.module:func"})'
     )

@@ -1,85 +1,33 @@
-"""Entrypoint agents: ``pkg.module:func`` imported only from modules the operator allowed.
+"""The entrypoint kind: ``{"entrypoint": "pkg.module:func"}`` (or ``pkg.module.func``), user code.
 
-A payload is data, never a way to run arbitrary code: the module named in it is
-imported only when it equals, or sits under, one of the allowed prefixes
-(``--allow-import`` / ``ORBITER_ALLOW_IMPORTS``). Anything else fails before any
-import happens.
+``func(input, **context)`` may be an async generator, a coroutine function, a
+generator or a plain function; the executor runs whichever it is. The function
+is reached only through the import allowlist (imports.py).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from orbiter_sync.errors import AgentConfigError, ImportNotAllowedError
+from orbiter_sync.agents.base import ResolvedAgent
+from orbiter_sync.agents.imports import ImportPolicy, import_allowed
+from orbiter_sync.errors import AgentConfigError
 
-ALLOW_IMPORTS_ENV = "ORBITER_ALLOW_IMPORTS"
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-@dataclass(frozen=True)
-class ImportPolicy:
-    """Module prefixes payloads may import from; empty allows nothing."""
-
-    prefixes: tuple[str, ...] = ()
-
-    @classmethod
-    def from_settings(
-        cls, allow_imports: Iterable[str] = (), env: Mapping[str, str] | None = None
-    ) -> ImportPolicy:
-        """Prefixes given explicitly plus those of ``ORBITER_ALLOW_IMPORTS`` (comma-separated)."""
-        env = os.environ if env is None else env
-        found = [*allow_imports, *env.get(ALLOW_IMPORTS_ENV, "").split(",")]
-        prefixes = []
-        for prefix in (p.strip().rstrip(".") for p in found):
-            if not prefix:
-                continue
-            if not _DOTTED.match(prefix):
-                raise AgentConfigError(
-                    f"bad --allow-import prefix {prefix!r}: use a dotted module name"
-                )
-            prefixes.append(prefix)
-        return cls(tuple(dict.fromkeys(prefixes)))
-
-    def allows(self, module: str) -> bool:
-        return any(module == p or module.startswith(p + ".") for p in self.prefixes)
+KIND = "entrypoint"
 
 
-def split_entrypoint(path: str) -> tuple[str, str]:
-    """``pkg.mod:func`` or ``pkg.mod.func`` -> (``pkg.mod``, ``func``)."""
-    module, colon, attr = path.partition(":")
-    if not colon:
-        module, _, attr = path.rpartition(".")
-    if not module or not attr or not _DOTTED.match(module) or not _DOTTED.match(attr):
-        raise AgentConfigError(f"bad entrypoint {path!r}: expected 'pkg.module:func'")
-    return module, attr
+def claims(agent_config: dict[str, Any]) -> bool:
+    return "entrypoint" in agent_config
 
 
-def resolve_entrypoint(path: str, policy: ImportPolicy) -> Callable[..., Any]:
-    """Import and return the callable named by ``path``, if the policy allows its module."""
-    module_name, attr = split_entrypoint(path)
-    if not policy.allows(module_name):
-        allowed = ", ".join(policy.prefixes) or "nothing"
-        raise ImportNotAllowedError(
-            f"entrypoint {path!r} is not allowed: module {module_name!r} is outside the import "
-            f"allowlist ({allowed}); the worker operator can allow it with --allow-import "
-            f"{module_name} or {ALLOW_IMPORTS_ENV}={module_name}"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AgentConfigError(
-            f"entrypoint {path!r}: cannot import {module_name!r}: {exc}"
-        ) from None
-    target: Any = module
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise AgentConfigError(f"entrypoint {path!r}: {module_name!r} has no {attr!r}")
+def resolve(agent_config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent:
+    path = agent_config["entrypoint"]
+    if not isinstance(path, str):
+        raise AgentConfigError("agent_config.entrypoint must be a string 'pkg.module:func'")
+    target = import_allowed(path, policy)
     if not callable(target):
         raise AgentConfigError(f"entrypoint {path!r} is not callable")
-    return target  # type: ignore[no-any-return]
+    name = agent_config.get("name")
+    return ResolvedAgent(
+        name=name if isinstance(name, str) and name else path, kind=KIND, runnable=target
+    )

@@ -1,10 +1,11 @@
-"""The local executor: runs an entrypoint agent in the slot that claimed it.
+"""The local executor: runs an agent in the slot that claimed it.
 
 ``func(input, **context)`` may be an async generator, a coroutine function, a
 generator or a plain function. Async work runs on the slot's own event loop,
-created once per slot and reused; sync code runs directly in the slot. Yielded
-items become events (a plain str is a text event); the return value, or else the
-concatenated text, becomes ``{"output": ...}``.
+created when the slot starts and reused for every run on it; sync code runs
+directly in the slot. Yielded items become events (a plain str is a text
+event); the return value, or else the concatenated text, becomes
+``{"output": ...}``.
 """
 
 from __future__ import annotations
@@ -12,77 +13,99 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from typing import Any
 
 from orbiter_sync.agents import ImportPolicy, resolve_agent
-from orbiter_sync.control import TIMEOUT, RunControl
+from orbiter_sync.control import RunControl
 from orbiter_sync.errors import RunInterrupted
-from orbiter_sync.events import StreamEvent, TextEvent, coerce_event
+from orbiter_sync.events import TextEvent, coerce_event
+from orbiter_sync.executors.base import Executor, RunContext
 from orbiter_sync.models import TaskPayload
+from orbiter_sync.outcome import StopReason
 
 
-@dataclass
-class RunContext:
-    """What a run needs from its slot: where events go, its stop switch, its loop."""
+class LocalExecutor(Executor):
+    """Runs agents in-process, behind the import allowlist."""
 
-    publish: Callable[[StreamEvent], object]
-    control: RunControl
-    loop: asyncio.AbstractEventLoop
-
-    def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        task = self.loop.create_task(coro)
-        self.control.attach(self.loop, task)
-        try:
-            return self.loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            if self.control.reason is not None:
-                raise RunInterrupted(self.control.reason) from None
-            raise
-        finally:
-            self.control.detach()
-
-
-class LocalExecutor:
-    """Runs entrypoint agents in-process, behind the import allowlist."""
+    name = "local"
 
     def __init__(self, policy: ImportPolicy) -> None:
         self.policy = policy
+        # One asyncio loop per slot. Under gevent, threading.local is patched to be
+        # greenlet-local, so each greenlet slot gets its own loop too.
+        self._slot_state = threading.local()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._slot_state.loop = loop
+        try:
+            yield
+        finally:
+            self._slot_state.loop = None
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            asyncio.set_event_loop(None)
 
     def execute(self, payload: TaskPayload, context: RunContext) -> dict[str, Any]:
-        func = resolve_agent(payload.agent_config, self.policy)
-        agent_name = str(payload.agent_config.get("name") or payload.agent_config.get("entrypoint"))
+        agent = resolve_agent(payload.agent_config, self.policy)
         texts: list[str] = []
 
         def emit(item: Any) -> None:
-            event = coerce_event(item, agent_name)
+            event = coerce_event(item, agent.name)
             if isinstance(event, TextEvent):
                 texts.append(event.text)
             context.publish(event)
 
-        timer = threading.Timer(payload.timeout_seconds, context.control.stop, args=(TIMEOUT,))
+        timer = threading.Timer(
+            max(0.0, context.deadline - time.monotonic()),
+            context.control.stop,
+            args=(StopReason.TIMEOUT,),
+        )
         timer.daemon = True
         timer.start()
         try:
-            value = _call(func, payload, context, emit)
+            value = self._call(agent.runnable, payload, context, emit)
             context.control.check()  # a sync function that ran past its timeout, say
         finally:
             timer.cancel()
         return {"output": value if value is not None else "".join(texts)}
 
+    def _call(
+        self,
+        func: Callable[..., Any],
+        payload: TaskPayload,
+        context: RunContext,
+        emit: Callable[[Any], None],
+    ) -> Any:
+        outcome = func(payload.input, **_context_kwargs(func, payload, context.control))
+        if inspect.isasyncgen(outcome):
+            return self._run_async(_drain_async(outcome, emit), context.control)
+        if inspect.isawaitable(outcome):
+            return self._run_async(_await(outcome), context.control)
+        if inspect.isgenerator(outcome):
+            return _drain_sync(outcome, emit, context.control)
+        return outcome
 
-def _call(
-    func: Callable[..., Any], payload: TaskPayload, context: RunContext, emit: Callable[[Any], None]
-) -> Any:
-    outcome = func(payload.input, **_context_kwargs(func, payload, context.control))
-    if inspect.isasyncgen(outcome):
-        return context.run_async(_drain_async(outcome, emit))
-    if inspect.isawaitable(outcome):
-        return context.run_async(_await(outcome))
-    if inspect.isgenerator(outcome):
-        return _drain_sync(outcome, emit, context.control)
-    return outcome
+    def _run_async(self, coro: Coroutine[Any, Any, Any], control: RunControl) -> Any:
+        loop: asyncio.AbstractEventLoop | None = getattr(self._slot_state, "loop", None)
+        if loop is None:
+            coro.close()
+            raise RuntimeError("async agents run only inside a slot (LocalExecutor.slot())")
+        task = loop.create_task(coro)
+        control.attach(loop, task)
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if control.reason is not None:
+                raise RunInterrupted(control.reason) from None
+            raise
+        finally:
+            control.detach()
 
 
 async def _await(awaitable: Any) -> Any:

@@ -1,0 +1,391 @@
+"""The consumer side of a queue: one per worker, holding what that worker has claimed.
+
+It claims entries (new ones, or dead workers' ones past the visibility timeout),
+dead-letters those that can never run, moves a claimed task to running
+(:meth:`TaskConsumer.begin`), keeps the entries it holds fresh, and settles
+each delivery exactly once (:meth:`TaskConsumer.settle`). Every write is one Lua
+script; ``begin`` and ``settle`` are fenced: they write nothing for an entry this
+consumer no longer holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+from orbiter_sync import keys, lua
+from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.errors import ValidationError
+from orbiter_sync.events import ErrorEvent, StatusEvent, new_event_id
+from orbiter_sync.models import TaskPayload, TaskStatus, encode_hash_value
+from orbiter_sync.outcome import Outcome, OutcomeKind, Settled
+from orbiter_sync.queue import Delivery, QueueSettings
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_MAXLEN = 100_000
+PROMOTE_EVERY = 0.5  # seconds between checks for due retries on the claim path
+
+# What settle.lua is asked to do for each outcome (LOST never reaches Redis).
+_SETTLE_OP = {
+    OutcomeKind.COMPLETED: "completed",
+    OutcomeKind.FAILED: "retry",
+    OutcomeKind.TIMED_OUT: "retry",
+    OutcomeKind.FAILED_FOR_GOOD: "failed",
+    OutcomeKind.CANCELLED: "cancelled",
+    OutcomeKind.RELEASED: "released",
+}
+
+
+class TaskConsumer:
+    """Claims and settles tasks of one queue for one worker (the consumer ``name``)."""
+
+    def __init__(
+        self,
+        redis_url: str | None,
+        name: str,
+        settings: QueueSettings | None = None,
+        *,
+        client: redis.Redis | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.name = name
+        self.settings = settings or QueueSettings()
+        self._client = client if client is not None else connect(redis_url)
+        self._owns_client = client is None
+        self._retry = retry
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, Delivery] = {}  # by entry id: claimed, not yet settled
+        self._group_ready = False
+        self._next_promote = 0.0
+        self._next_reclaim = 0.0
+        self._reclaim_cursor = "0-0"
+        self._scripts = {
+            script: lua.register(self._client, script)
+            for script in ("begin", "settle", "dead_letter", "promote", "reclaim", "keep_alive")
+        }
+
+    # -- claiming --------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the consumer group (from the start of the stream) if it does not exist."""
+        s = self.settings
+        try:
+            self._retry.call(self._client.xgroup_create, s.name, s.group, id="0", mkstream=True)
+            logger.info("created consumer group %s on %s", s.group, s.name)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def claim(self, *, timeout: float = 5.0) -> Delivery | None:
+        """The next task, waiting up to ``timeout`` seconds; None if none came.
+
+        Entries of dead workers (idle past the visibility timeout) are taken over
+        first. An entry that cannot be decoded, or was delivered more than
+        ``max_deliveries`` times, is dead-lettered and the wait goes on: claim
+        never raises on a bad entry.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if not self._group_ready:
+                self.ensure_group()
+            self._promote_on_schedule()
+            try:
+                delivery = self._reclaim_on_schedule() or self._read_new(deadline)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                logger.warning(
+                    "consumer group %s vanished (Redis restarted?); recreating", self.settings.group
+                )
+                self._group_ready = False
+                continue
+            if delivery is not None or time.monotonic() >= deadline:
+                return delivery
+
+    def _read_new(self, deadline: float) -> Delivery | None:
+        block_ms = int(min(max(deadline - time.monotonic(), 0.0), 2.0) * 1000)
+        response: Any = self._retry.call(
+            self._client.xreadgroup,
+            self.settings.group,
+            self.name,
+            {self.settings.name: ">"},
+            count=1,
+            block=block_ms or None,
+        )
+        for _stream, entries in response or ():
+            for entry_id, fields in entries:
+                return self._accept(entry_id, fields, deliveries=1)
+        return None
+
+    def _reclaim_on_schedule(self) -> Delivery | None:
+        now = time.monotonic()
+        if now < self._next_reclaim:
+            return None
+        for delivery in self.reclaim(count=1):
+            return delivery
+        self._next_reclaim = now + min(self.settings.visibility_timeout / 4, 5.0)
+        return None
+
+    def reclaim(self, *, count: int = 10, max_scan: int = 100) -> list[Delivery]:
+        """Take over up to ``count`` entries idle longer than the visibility timeout.
+
+        Follows XAUTOCLAIM's cursor (at most ``max_scan`` steps per call). Entries
+        delivered too often are dead-lettered instead of returned.
+        """
+        s = self.settings
+        min_idle_ms = int(s.visibility_timeout * 1000)
+        claimed: list[Delivery] = []
+        for _ in range(max_scan):
+            with self._lock:
+                cursor = self._reclaim_cursor
+            reply: Any = self._retry.call(
+                self._scripts["reclaim"],
+                keys=[s.name],
+                args=[s.group, self.name, min_idle_ms, cursor, count - len(claimed)],
+            )
+            next_cursor, entries = reply
+            with self._lock:
+                self._reclaim_cursor = next_cursor
+            for entry_id, flat_fields, deliveries in entries:
+                fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
+                logger.warning(
+                    "worker %s reclaimed entry %s (delivery %d) from a dead worker",
+                    self.name,
+                    entry_id,
+                    deliveries,
+                )
+                delivery = self._accept(entry_id, fields, deliveries=int(deliveries))
+                if delivery is not None:
+                    claimed.append(delivery)
+            if len(claimed) >= count or next_cursor == "0-0":
+                break
+        return claimed
+
+    def _accept(self, entry_id: str, fields: dict[str, str], *, deliveries: int) -> Delivery | None:
+        raw = fields.get("payload")
+        try:
+            if raw is None:
+                raise ValidationError("payload", "stream entry has no payload field")
+            payload = TaskPayload.from_json(raw)
+        except ValidationError as exc:
+            self.dead_letter(entry_id, f"undecodable payload: {exc}", fields, _task_id_of(raw))
+            return None
+        if deliveries > self.settings.max_deliveries:
+            reason = (
+                f"delivered {deliveries} times without finishing (max_deliveries="
+                f"{self.settings.max_deliveries}); its worker probably dies running it"
+            )
+            self.dead_letter(entry_id, reason, fields, payload.task_id)
+            return None
+        delivery = Delivery(payload=payload, entry_id=entry_id, raw=raw, deliveries=deliveries)
+        with self._lock:
+            self._in_flight[entry_id] = delivery
+        logger.debug("worker %s claimed task %s (entry %s)", self.name, payload.task_id, entry_id)
+        return delivery
+
+    def dead_letter(
+        self, entry_id: str, reason: str, fields: dict[str, str], task_id: str = ""
+    ) -> None:
+        """Move an entry to the dead-letter stream with ``reason``; its task (if known) fails."""
+        logger.error(
+            "worker %s dead-lettered entry %s (task %s): %s",
+            self.name,
+            entry_id,
+            task_id or "-",
+            reason,
+        )
+        s = self.settings
+        self._retry.call(
+            self._scripts["dead_letter"],
+            keys=[
+                s.name,
+                s.dead_letter_key,
+                s.task_key(task_id),
+                s.index_key,
+                keys.event_stream(task_id),
+            ],
+            args=[
+                s.group,
+                entry_id,
+                reason,
+                json.dumps(fields),
+                self.name,
+                repr(time.time()),
+                task_id,
+                s.task_ttl,
+                s.event_ttl,
+                keys.event_channel(task_id),
+                new_event_id(),
+                DEAD_LETTER_MAXLEN,
+            ],
+        )
+
+    # -- running and settling --------------------------------------------------------
+
+    def begin(self, delivery: Delivery) -> bool:
+        """Move the task to running and publish its ``running`` event; True if it may run.
+
+        False when it must not run: it ended meanwhile (cancelled while it waited,
+        say: its entry is acknowledged here), or this consumer no longer holds
+        its entry (another worker does).
+        """
+        s, task_id = self.settings, delivery.task_id
+        running = StatusEvent(status="running", message=f"running on {self.name}")
+        verdict, status = self._retry.call(
+            self._scripts["begin"],
+            keys=[s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id)],
+            args=[
+                s.group,
+                self.name,
+                delivery.entry_id,
+                task_id,
+                repr(time.time()),
+                s.task_ttl,
+                keys.event_channel(task_id),
+                s.event_ttl,
+                new_event_id(),
+                running.to_json(),
+            ],
+        )
+        if verdict == "started":
+            return True
+        self._drop(delivery)
+        logger.info(
+            "worker %s: task %s not run: %s",
+            self.name,
+            task_id,
+            "its entry is another worker's" if verdict == "lost" else f"it is already {status}",
+        )
+        return False
+
+    def settle(self, delivery: Delivery, outcome: Outcome, *, agent_name: str = "") -> Settled:
+        """Record how an attempt ended, in one script call (see ``settle.lua``).
+
+        A failed attempt with retries left goes straight to ``retrying``; no
+        reader ever sees ``failed`` for a task that will run again. Writes
+        nothing when this consumer no longer holds the entry.
+        """
+        self._drop(delivery)
+        if outcome.kind is OutcomeKind.LOST:
+            return Settled("lost", None)
+        s, task_id = self.settings, delivery.task_id
+        event = ErrorEvent(
+            error=outcome.error if outcome.kind.is_failure else f"released: {outcome.reason}",
+            error_type=outcome.error_type if outcome.kind.is_failure else "Released",
+            recoverable=True,
+            agent_name=agent_name,
+        )
+        verdict, status = self._retry.call(
+            self._scripts["settle"],
+            keys=[
+                s.name,
+                s.task_key(task_id),
+                s.index_key,
+                keys.event_stream(task_id),
+                s.delayed_key,
+            ],
+            args=[
+                s.group,
+                self.name,
+                delivery.entry_id,
+                task_id,
+                _SETTLE_OP[outcome.kind],
+                repr(time.time()),
+                s.task_ttl,
+                keys.event_channel(task_id),
+                s.event_ttl,
+                new_event_id(),
+                delivery.raw,
+                encode_hash_value(outcome.result),
+                outcome.error,
+                "cancelled" if outcome.kind is OutcomeKind.CANCELLED else "",
+                event.to_json(),
+                agent_name,
+                s.max_retries,
+                json.dumps(s.backoffs()),
+            ],
+        )
+        return Settled(verdict, TaskStatus.parse(status))
+
+    def _drop(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._in_flight.pop(delivery.entry_id, None)
+
+    def in_flight(self) -> list[Delivery]:
+        """The deliveries claimed and not yet settled."""
+        with self._lock:
+            return list(self._in_flight.values())
+
+    # -- keeping entries alive, retries, leaving -------------------------------------
+
+    def keep_alive(self) -> list[Delivery]:
+        """Reset the idle time of every entry held, so none is reclaimed while it runs.
+
+        Returns (and stops holding) the deliveries whose entries another worker
+        has taken over.
+        """
+        held = {d.entry_id: d for d in self.in_flight()}
+        if not held:
+            return []
+        s = self.settings
+        lost_ids = self._retry.call(
+            self._scripts["keep_alive"], keys=[s.name], args=[s.group, self.name, *held]
+        )
+        lost = [held[entry_id] for entry_id in lost_ids]
+        for delivery in lost:
+            self._drop(delivery)
+        return lost
+
+    def _promote_on_schedule(self) -> None:
+        now = time.monotonic()
+        if now < self._next_promote:
+            return
+        self._next_promote = now + PROMOTE_EVERY
+        self.promote_due()
+
+    def promote_due(self, limit: int = 100) -> int:
+        """Move retries whose backoff is over back onto the queue; returns how many."""
+        s = self.settings
+        moved = int(
+            self._retry.call(
+                self._scripts["promote"],
+                keys=[s.delayed_key, s.name],
+                args=[repr(time.time()), limit],
+            )
+        )
+        if moved:
+            logger.info("re-enqueued %d retries on %s", moved, s.name)
+        return moved
+
+    def leave(self) -> None:
+        """Remove this consumer from the group if it holds no entry (best effort, at exit)."""
+        s = self.settings
+        try:
+            pending = self._client.xpending_range(
+                s.name, s.group, "-", "+", 1, consumername=self.name
+            )
+            if not pending:
+                self._client.xgroup_delconsumer(s.name, s.group, self.name)
+        except redis.RedisError as exc:
+            logger.debug("worker %s: consumer not removed: %s", self.name, exc)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _task_id_of(raw: str | None) -> str:
+    """The task id of a payload that failed validation, when one can be read from it."""
+    try:
+        data = json.loads(raw or "")
+    except ValueError:
+        return ""
+    task_id = data.get("task_id") if isinstance(data, dict) else None
+    return task_id if isinstance(task_id, str) and 0 < len(task_id) <= 200 else ""

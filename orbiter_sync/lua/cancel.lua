@@ -1,0 +1,41 @@
+-- cancel.lua: marks a pending, retrying or running task cancelled and tells its worker.
+--
+-- A task that never started gets its terminal `cancelled` event here; a running
+-- one gets it from its worker's settle, once the run has stopped.
+--
+-- KEYS[1] task hash
+-- KEYS[2] task index
+-- KEYS[3] event stream   orbiter:stream:{id}
+-- ARGV[1] task id
+-- ARGV[2] cancel channel orbiter:cancel:{id}
+-- ARGV[3] event channel  orbiter:events:{id}
+-- ARGV[4] event ttl      seconds
+-- ARGV[5] eid            de-duplication id of the terminal event
+-- ARGV[6] now            unix time, stored as completed_at
+-- ARGV[7] task ttl       seconds
+-- Returns 1 when the task is now cancelled, 0 when it is unknown or already ended.
+
+local task_key = KEYS[1]
+local index_key = KEYS[2]
+local stream = KEYS[3]
+local task_id = ARGV[1]
+local cancel_channel = ARGV[2]
+local event_channel = ARGV[3]
+local event_ttl = ARGV[4]
+local eid = ARGV[5]
+local now = ARGV[6]
+local task_ttl = ARGV[7]
+
+--- @include "status"
+--- @include "events"
+
+local current = redis.call('HGET', task_key, 'status')
+if not current or not may_become(current, 'cancelled') then return 0 end
+if current ~= 'cancelled' then
+  set_status(task_key, index_key, task_id, 'cancelled', task_ttl, {'completed_at', now})
+end
+redis.call('PUBLISH', cancel_channel, 'cancel')
+if current ~= 'running' then
+  end_stream(stream, event_channel, event_ttl, 'cancelled', 'cancelled before it ran', '', eid)
+end
+return 1

@@ -1,0 +1,40 @@
+-- lib/events.lua: appending a task's events, and ending its stream exactly once.
+--
+-- An event goes to the stream (field `event`, plus `eid`, our de-duplication id)
+-- and to the pub/sub channel, in one step. Every task's stream ends with one
+-- terminal status event (completed, error or cancelled).
+
+local TERMINAL_EVENT = {completed = true, error = true, cancelled = true}
+local EVENT_STATUS_OF = {completed = 'completed', failed = 'error', cancelled = 'cancelled'}
+
+local function last_event_is_terminal(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last == 0 then return false end
+  local f = last[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'event' then
+      local ok, ev = pcall(cjson.decode, f[i + 1])
+      return ok and type(ev) == 'table' and ev['type'] == 'status'
+        and TERMINAL_EVENT[ev['status']] == true
+    end
+  end
+  return false
+end
+
+local function append_event(stream, channel, ttl, event, eid)
+  local id = redis.call('XADD', stream, '*', 'event', event, 'eid', eid)
+  redis.call('EXPIRE', stream, ttl)
+  redis.call('PUBLISH', channel, event)
+  return id
+end
+
+-- Appends the terminal event matching a final task status, unless the stream
+-- already ends with one. Returns true when it wrote one.
+local function end_stream(stream, channel, ttl, task_status, message, agent_name, eid)
+  local status = EVENT_STATUS_OF[task_status]
+  if not status or last_event_is_terminal(stream) then return false end
+  local event = cjson.encode({type = 'status', status = status, message = message,
+                              agent_name = agent_name})
+  append_event(stream, channel, ttl, event, eid)
+  return true
+end

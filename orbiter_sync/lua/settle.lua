@@ -1,0 +1,122 @@
+-- settle.lua: records how one attempt of a claimed task ended, in one step: status,
+-- result or error, retry count, the terminal or recoverable event, and the entry
+-- acknowledged and deleted, re-delayed or put back on the queue.
+--
+-- Fenced: when this consumer no longer holds the entry in the group's pending
+-- list (another worker took it over while this one was judged dead, or it was
+-- released at shutdown, or this is a retry of a call that already settled it)
+-- nothing at all is written.
+--
+-- Outcomes:
+--   completed   status completed, result, completed_at; terminal `completed` event
+--   failed      failed for good: status failed, error, completed_at; `error` event
+--   retry       a failed attempt: while retries < max retries, status retrying
+--               with retries + 1 and the error, a recoverable `error` event, and
+--               the payload waits in the delayed set for its backoff; else as failed
+--   cancelled   status cancelled, completed_at; terminal `cancelled` event
+--   released    not an attempt (the worker stopped): a running task goes back to
+--               pending and its payload back on the queue, with a recoverable event
+-- A task that ended meanwhile (cancelled while it ran, say) keeps its status: the
+-- entry is acknowledged and the stream ended with that status's terminal event.
+--
+-- KEYS[1] queue          the queue stream
+-- KEYS[2] task hash
+-- KEYS[3] task index
+-- KEYS[4] event stream
+-- KEYS[5] delayed        retries waiting out their backoff (sorted set)
+-- ARGV[1] group
+-- ARGV[2] consumer       the worker id that claimed the entry
+-- ARGV[3] entry id
+-- ARGV[4] task id
+-- ARGV[5] outcome        completed | failed | retry | cancelled | released
+-- ARGV[6] now            unix time
+-- ARGV[7] task ttl       seconds
+-- ARGV[8] event channel
+-- ARGV[9] event ttl      seconds
+-- ARGV[10] eid           de-duplication id of the event written
+-- ARGV[11] payload       the entry's raw payload (re-delayed or re-queued as it came)
+-- ARGV[12] result        result JSON (completed)
+-- ARGV[13] error         error text (failed, retry), also the terminal event's message
+-- ARGV[14] message       message of a terminal event of completed or cancelled
+-- ARGV[15] event         the recoverable `error` event JSON (retry, released)
+-- ARGV[16] agent name    for the terminal event
+-- ARGV[17] max retries
+-- ARGV[18] backoffs      JSON list: seconds to wait before retry 1, 2, ...
+-- Returns {verdict, status}: verdict `settled`, `lost` (another consumer holds the
+-- entry) or `gone` (nobody does); status is the task's status afterwards.
+
+local queue = KEYS[1]
+local task_key = KEYS[2]
+local index_key = KEYS[3]
+local stream = KEYS[4]
+local delayed = KEYS[5]
+local group = ARGV[1]
+local consumer = ARGV[2]
+local entry_id = ARGV[3]
+local task_id = ARGV[4]
+local outcome = ARGV[5]
+local now = ARGV[6]
+local task_ttl = ARGV[7]
+local event_channel = ARGV[8]
+local event_ttl = ARGV[9]
+local eid = ARGV[10]
+local payload = ARGV[11]
+local result = ARGV[12]
+local error_text = ARGV[13]
+local message = ARGV[14]
+local recoverable_event = ARGV[15]
+local agent_name = ARGV[16]
+local max_retries = tonumber(ARGV[17])
+local backoffs = cjson.decode(ARGV[18])
+
+--- @include "status"
+--- @include "events"
+--- @include "entries"
+
+local current = redis.call('HGET', task_key, 'status')
+local owned = owner_is(queue, group, entry_id, consumer)
+if owned == nil then return {'gone', current or ''} end
+if not owned then return {'lost', current or ''} end
+
+if outcome == 'released' then
+  if may_become(current, 'pending') then
+    if current == 'running' then
+      set_status(task_key, index_key, task_id, 'pending', task_ttl, {})
+    end
+    redis.call('XADD', queue, '*', 'payload', payload)
+    append_event(stream, event_channel, event_ttl, recoverable_event, eid)
+  else
+    end_stream(stream, event_channel, event_ttl, current, '', agent_name, eid)
+  end
+  ack_and_delete(queue, group, entry_id)
+  return {'settled', current or ''}
+end
+
+if outcome == 'retry' then
+  local retries = tonumber(redis.call('HGET', task_key, 'retries') or '0') or 0
+  if retries < max_retries and may_become(current, 'retrying') then
+    retries = retries + 1
+    set_status(task_key, index_key, task_id, 'retrying', task_ttl,
+               {'retries', retries, 'error', error_text})
+    append_event(stream, event_channel, event_ttl, recoverable_event, eid)
+    local delay = tonumber(backoffs[retries] or backoffs[#backoffs]) or 0
+    redis.call('ZADD', delayed, tonumber(now) + delay, payload)
+    ack_and_delete(queue, group, entry_id)
+    return {'settled', 'retrying'}
+  end
+  outcome = 'failed'
+end
+
+local fields
+if outcome == 'completed' then
+  fields = {'result', result, 'completed_at', now}
+elseif outcome == 'failed' then
+  fields = {'error', error_text, 'completed_at', now}
+  message = error_text
+else
+  fields = {'completed_at', now}
+end
+local status = set_status(task_key, index_key, task_id, outcome, task_ttl, fields)
+ack_and_delete(queue, group, entry_id)
+end_stream(stream, event_channel, event_ttl, status, message, agent_name, eid)
+return {'settled', status}

@@ -1,0 +1,26 @@
+-- submit.lua: queues a task: its pending hash, its index entry and its stream entry,
+-- all or nothing. Idempotent: a task id that already has a hash queues nothing.
+--
+-- KEYS[1] task hash      orbiter:task:{id}
+-- KEYS[2] task index     orbiter:task:index
+-- KEYS[3] queue          the queue stream
+-- ARGV[1] task id
+-- ARGV[2] payload        the TaskPayload JSON
+-- ARGV[3] task ttl       seconds
+-- ARGV[4] now            unix time, stored as created_at
+-- Returns 1 when queued, 0 when the task id was already known.
+
+local task_key = KEYS[1]
+local index_key = KEYS[2]
+local queue = KEYS[3]
+local task_id = ARGV[1]
+local payload = ARGV[2]
+local task_ttl = ARGV[3]
+local now = ARGV[4]
+
+--- @include "status"
+
+if redis.call('EXISTS', task_key) == 1 then return 0 end
+set_status(task_key, index_key, task_id, 'pending', task_ttl, {'retries', '0', 'created_at', now})
+redis.call('XADD', queue, '*', 'payload', payload)
+return 1

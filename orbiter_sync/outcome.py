@@ -1,0 +1,107 @@
+"""How one attempt at a task ended: the single value a slot hands to the consumer to settle.
+
+Running an attempt never raises for what the agent did: it produces an
+:class:`Outcome`, and ``TaskConsumer.settle(delivery, outcome)`` records it in one
+script call. Why a run was stopped from outside is a :class:`StopReason`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, assert_never
+
+from orbiter_sync.models import TaskStatus
+
+
+class StopReason(StrEnum):
+    """Why a run was stopped before it ended by itself."""
+
+    CANCELLED = "cancelled"  # a client asked
+    TIMEOUT = "timeout"  # its timeout_seconds passed
+    SHUTDOWN = "shutdown"  # the worker is stopping; the task goes back to the queue
+    LOST = "lost"  # another worker took its entry over
+
+
+class OutcomeKind(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"  # a failed attempt: retried while retries remain
+    FAILED_FOR_GOOD = "failed for good"  # can never succeed (a bad agent_config): not retried
+    TIMED_OUT = "timed out"  # a failed attempt too
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # not an attempt: the worker stopped, the task goes back
+    LOST = "lost"  # another worker owns the entry now: nothing is written
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (OutcomeKind.FAILED, OutcomeKind.FAILED_FOR_GOOD, OutcomeKind.TIMED_OUT)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, with what settling it needs (result or error)."""
+
+    kind: OutcomeKind
+    result: dict[str, Any] | None = None
+    error: str = ""
+    error_type: str = ""
+    reason: str = ""
+    """Why a run was released (shown in the recoverable event readers get)."""
+
+    @classmethod
+    def completed(cls, result: dict[str, Any]) -> Outcome:
+        return cls(OutcomeKind.COMPLETED, result=result)
+
+    @classmethod
+    def failed(cls, exc: BaseException, *, retryable: bool = True) -> Outcome:
+        kind = OutcomeKind.FAILED if retryable else OutcomeKind.FAILED_FOR_GOOD
+        return cls(kind, error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+
+    @classmethod
+    def timed_out(cls, seconds: float) -> Outcome:
+        return cls(
+            OutcomeKind.TIMED_OUT,
+            error=f"TimeoutError: timed out after {seconds:g}s",
+            error_type="TimeoutError",
+        )
+
+    @classmethod
+    def cancelled(cls) -> Outcome:
+        return cls(OutcomeKind.CANCELLED)
+
+    @classmethod
+    def released(cls, reason: str = "worker stopping") -> Outcome:
+        return cls(OutcomeKind.RELEASED, reason=reason)
+
+    @classmethod
+    def lost(cls) -> Outcome:
+        return cls(OutcomeKind.LOST)
+
+    @classmethod
+    def stopped(cls, reason: StopReason, timeout_seconds: float) -> Outcome:
+        """The outcome of a run stopped from outside for ``reason``."""
+        match reason:
+            case StopReason.CANCELLED:
+                return cls.cancelled()
+            case StopReason.TIMEOUT:
+                return cls.timed_out(timeout_seconds)
+            case StopReason.SHUTDOWN:
+                return cls.released()
+            case StopReason.LOST:
+                return cls.lost()
+            case _:
+                assert_never(reason)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What settling did: ``verdict`` is ``settled``; ``lost`` (another consumer holds
+    the entry, nothing written) or ``gone`` (nobody does: settled before, nothing
+    written). ``status`` is the task's status afterwards, when it has one."""
+
+    verdict: str
+    status: TaskStatus | None
+
+    @property
+    def written(self) -> bool:
+        return self.verdict == "settled"

@@ -1,0 +1,107 @@
+"""What the producer, consumer and admin sides of a queue share: its settings and a delivery.
+
+A queue is a Redis stream read through one consumer group (wire keys), plus
+two keys of our own named after it: ``{queue}:delayed`` (retries waiting out
+their backoff, scored by due time) and ``{queue}:dead`` (dead letters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tenacity
+
+from orbiter_sync import keys
+from orbiter_sync.models import TaskPayload
+
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_MAX_DELIVERIES = 5
+DEFAULT_VISIBILITY_TIMEOUT = 60.0
+DEFAULT_TASK_TTL = 86400
+DEFAULT_EVENT_TTL = 3600
+MAX_BACKOFF = 60.0
+
+
+def exponential_backoff(base: float = 1.0) -> tenacity.wait.wait_base:
+    """``base``, 2 x ``base``, 4 x ``base`` ... seconds (capped at 60 s), plus up to ``base``
+    of jitter."""
+    return tenacity.wait_exponential(multiplier=base, max=MAX_BACKOFF) + tenacity.wait_random(
+        0, base
+    )
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """How one queue behaves; the producer, consumer and admin of a queue share one.
+
+    ``max_retries`` failed attempts are retried, each after ``retry_backoff`` (a
+    tenacity wait strategy, given the retry number); an entry delivered more than
+    ``max_deliveries`` times without being settled (its workers keep dying) goes
+    to the dead letters. An entry idle longer than ``visibility_timeout`` seconds
+    is taken over from its dead worker.
+    """
+
+    name: str = keys.DEFAULT_QUEUE
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    retry_backoff: tenacity.wait.wait_base = field(
+        default_factory=exponential_backoff, compare=False
+    )
+    task_ttl: int = DEFAULT_TASK_TTL
+    """Seconds a task's status hash lives after its last write."""
+    event_ttl: int = DEFAULT_EVENT_TTL
+    """Seconds a task's event stream lives after its last event."""
+    task_prefix: str = keys.TASK_PREFIX
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.max_deliveries < 1 or self.visibility_timeout <= 0:
+            raise ValueError("max_retries >= 0, max_deliveries >= 1, visibility_timeout > 0")
+        if self.task_ttl < 1 or self.event_ttl < 1:
+            raise ValueError("task_ttl and event_ttl must be at least 1 second")
+
+    @property
+    def group(self) -> str:
+        return keys.consumer_group(self.name)
+
+    @property
+    def delayed_key(self) -> str:
+        return keys.delayed_retries(self.name)
+
+    @property
+    def dead_letter_key(self) -> str:
+        return keys.dead_letters(self.name)
+
+    @property
+    def index_key(self) -> str:
+        return keys.task_index(self.task_prefix)
+
+    def task_key(self, task_id: str) -> str:
+        return keys.task_hash(task_id, self.task_prefix)
+
+    def backoffs(self) -> list[float]:
+        """Seconds to wait before retry 1, 2, ... ``max_retries``."""
+        delays = []
+        for attempt in range(1, self.max_retries + 1):
+            state = tenacity.RetryCallState(
+                retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={}
+            )
+            state.attempt_number = attempt
+            delays.append(float(self.retry_backoff(state)))
+        return delays or [0.0]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed task: its payload, the stream entry it came in, and how often that
+    entry was delivered. Settling a delivery needs nothing else."""
+
+    payload: TaskPayload
+    entry_id: str
+    raw: str
+    """The payload as it was queued, re-queued unchanged on a retry or a release."""
+    deliveries: int = 1
+
+    @property
+    def task_id(self) -> str:
+        return self.payload.task_id

@@ -1,0 +1,107 @@
+"""A worker's settings, written once: ``WorkerSettings`` holds every default.
+
+``Worker(settings=...)`` takes them whole, ``Worker(concurrency=4, ...)`` takes
+some as keywords (:class:`WorkerOptions`), and ``orbiter-sync start worker``
+reads its option defaults from the fields here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypedDict
+
+from orbiter_sync import keys
+from orbiter_sync.errors import ConfigurationError
+from orbiter_sync.executors.base import check_executor
+from orbiter_sync.pools import check_pool
+from orbiter_sync.queue import (
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    QueueSettings,
+    exponential_backoff,
+)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything that shapes a worker besides its Redis URL and id."""
+
+    concurrency: int = 1
+    """Concurrent task slots in this process."""
+    queue_name: str = keys.DEFAULT_QUEUE
+    """Redis Streams queue name."""
+    heartbeat_ttl: int = 30
+    """Heartbeat key TTL in seconds (the worker beats every third of it)."""
+    executor: str = "local"
+    """Execution backend: local or temporal."""
+    pool: str = "thread"
+    """What slots run on: thread or gevent."""
+    shutdown_timeout: float = 25.0
+    """Seconds running tasks get to finish on a graceful stop before they are released."""
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    """Seconds after which a dead worker's tasks are reclaimed."""
+    allow_imports: Sequence[str] = ()
+    """Module prefixes payload entrypoints may be imported from (kept as a tuple)."""
+    max_retries: int = DEFAULT_MAX_RETRIES
+    """Failed attempts retried before a task fails for good."""
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    """Deliveries of an entry whose workers keep dying before it is dead-lettered."""
+    retry_backoff: float = 1.0
+    """Base of the exponential retry backoff, in seconds (1 s, 2 s, 4 s ... capped at 60 s)."""
+    claim_timeout: float = 1.0
+    """Seconds a slot waits for a task before it checks whether to stop."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_imports", tuple(self.allow_imports))
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.heartbeat_ttl < 1:
+            raise ConfigurationError(
+                f"heartbeat_ttl must be at least 1 second, got {self.heartbeat_ttl}"
+            )
+        if min(self.shutdown_timeout, self.retry_backoff, self.claim_timeout) < 0:
+            raise ConfigurationError("timeouts and backoff must not be negative")
+        if self.visibility_timeout <= 0:
+            raise ConfigurationError("visibility_timeout must be greater than 0")
+        if self.max_retries < 0 or self.max_deliveries < 1:
+            raise ConfigurationError("max_retries must be >= 0 and max_deliveries >= 1")
+        check_executor(self.executor)
+        check_pool(self.pool)
+
+    @classmethod
+    def default_of(cls, name: str) -> Any:
+        """The default of setting ``name`` (the CLI's option defaults come from here)."""
+        return cls.__dataclass_fields__[name].default
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def queue_settings(self) -> QueueSettings:
+        """The settings of the queue this worker consumes."""
+        return QueueSettings(
+            name=self.queue_name,
+            max_retries=self.max_retries,
+            max_deliveries=self.max_deliveries,
+            visibility_timeout=self.visibility_timeout,
+            retry_backoff=exponential_backoff(self.retry_backoff),
+        )
+
+
+class WorkerOptions(TypedDict, total=False):
+    """``WorkerSettings`` fields, as keywords of ``Worker(...)`` (kept in step by a test)."""
+
+    concurrency: int
+    queue_name: str
+    heartbeat_ttl: int
+    executor: str
+    pool: str
+    shutdown_timeout: float
+    visibility_timeout: float
+    allow_imports: Sequence[str]
+    max_retries: int
+    max_deliveries: int
+    retry_backoff: float
+    claim_timeout: float
