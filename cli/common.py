@@ -22,13 +22,12 @@ from tabulate import tabulate
 from orbiter_sync import keys
 from orbiter_sync.admin import QueueAdmin
 from orbiter_sync.connection import (
-    HEROKU_URL_ENV,
-    URL_ENV,
     RetryPolicy,
     connect,
     mask_url,
     resolve_redis_url,
 )
+from orbiter_sync.env import HEROKU_URL_ENV, URL_ENV
 from orbiter_sync.errors import ConfigurationError, OrbiterError
 from orbiter_sync.producer import TaskProducer
 from orbiter_sync.queue import QueueSettings

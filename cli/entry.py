@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-POOL_ENV = "ORBITER_POOL"
+from orbiter_sync.env import POOL_ENV
 
 
 def wants_gevent(argv: Sequence[str], env: Mapping[str, str]) -> bool:

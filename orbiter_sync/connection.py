@@ -30,16 +30,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from orbiter_sync.env import CERT_REQS_ENV, HEROKU_URL_ENV, URL_ENV
 from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-URL_ENV = "ORBITER_REDIS_URL"
-HEROKU_URL_ENV = "REDIS_URL"
-# For rediss:// URLs that do not say ssl_cert_reqs themselves (Heroku's REDIS_URL cannot).
-CERT_REQS_ENV = "ORBITER_REDIS_SSL_CERT_REQS"
 _CERT_REQS = ("none", "optional", "required")
 DEFAULT_SENTINEL_PORT = 26379
 UNBOUNDED_POOL = 2**31 - 1

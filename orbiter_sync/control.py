@@ -19,8 +19,7 @@ from collections.abc import Callable
 import redis
 
 from orbiter_sync import keys
-from orbiter_sync.errors import RunInterrupted
-from orbiter_sync.outcome import StopReason
+from orbiter_sync.outcome import RunInterrupted, StopReason
 
 logger = logging.getLogger(__name__)
 

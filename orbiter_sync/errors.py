@@ -16,19 +16,14 @@ Every error the library raises on purpose derives from :class:`OrbiterError`, so
      |    +-- ImportNotAllowedError  it names a module outside the import allowlist
      +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
 
-    RunInterrupted (BaseException) a run stopped from outside: cancel, timeout, shutdown, lost
-
-Shutdown requests are not errors: the worker stops through ``Worker.stop()``,
-and the CLI turns signals into that call. ``RunInterrupted`` derives from
-``BaseException`` so agent code's ``except Exception`` cannot swallow it.
+Not errors, and not here: ``RunInterrupted`` (outcome.py, beside ``StopReason``),
+a ``BaseException`` raised into a run stopped from outside (cancel, timeout,
+shutdown, lost), so agent code's ``except Exception`` cannot swallow it; and
+shutdown requests, which reach the worker through ``Worker.stop()`` (the CLI
+turns signals into that call).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from orbiter_sync.outcome import StopReason
 
 
 class OrbiterError(Exception):
@@ -110,14 +105,3 @@ class AgentConfigError(OrbiterError):
 
 class ImportNotAllowedError(AgentConfigError):
     """A payload named a module outside the operator's import allowlist."""
-
-
-class RunInterrupted(BaseException):  # noqa: N818 - an interrupt, like KeyboardInterrupt
-    """A run stopped from outside: cancelled, timed out, lost, or the worker is stopping.
-
-    A ``BaseException`` so that ``except Exception`` in agent code cannot swallow it.
-    """
-
-    def __init__(self, reason: StopReason) -> None:
-        self.reason = reason
-        super().__init__(reason)

@@ -2,7 +2,8 @@
 
 Running an attempt never raises for what the agent did: it produces an
 :class:`Outcome`, and ``TaskConsumer.settle(delivery, outcome)`` records it in one
-script call. Why a run was stopped from outside is a :class:`StopReason`.
+script call. Why a run was stopped from outside is a :class:`StopReason`; the run
+itself learns it from :class:`RunInterrupted`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ class StopReason(StrEnum):
     TIMEOUT = "timeout"  # its timeout_seconds passed
     SHUTDOWN = "shutdown"  # the worker is stopping; the task goes back to the queue
     LOST = "lost"  # another worker took its entry over
+
+
+class RunInterrupted(BaseException):  # noqa: N818 - an interrupt, like KeyboardInterrupt
+    """Raised into a run stopped from outside: cancelled, timed out, lost, or shutdown.
+
+    A ``BaseException`` so that ``except Exception`` in agent code cannot swallow it.
+    """
+
+    def __init__(self, reason: StopReason) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class OutcomeKind(StrEnum):

@@ -13,10 +13,10 @@ import time
 
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunControl, RunTracker
-from orbiter_sync.errors import AgentConfigError, RedisUnavailableError, RunInterrupted
+from orbiter_sync.errors import AgentConfigError, RedisUnavailableError
 from orbiter_sync.events import EventPublisher, StreamEvent
 from orbiter_sync.executors import Executor, RunContext
-from orbiter_sync.outcome import Outcome, OutcomeKind
+from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted
 from orbiter_sync.queue import Delivery
 
 logger = logging.getLogger(__name__)

@@ -19,12 +19,11 @@ from typing import Any
 
 from orbiter_sync.agents import entrypoint
 from orbiter_sync.agents.base import AgentKind, ResolvedAgent
-from orbiter_sync.agents.imports import ALLOW_IMPORTS_ENV, ImportPolicy
+from orbiter_sync.agents.imports import ImportPolicy
 from orbiter_sync.errors import AgentConfigError
 
 __all__ = [
     "AGENT_KINDS",
-    "ALLOW_IMPORTS_ENV",
     "AgentKind",
     "ImportPolicy",
     "ResolvedAgent",

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orbiter_sync.env import ALLOW_IMPORTS_ENV
 from orbiter_sync.errors import AgentConfigError, ImportNotAllowedError
 
-ALLOW_IMPORTS_ENV = "ORBITER_ALLOW_IMPORTS"
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 

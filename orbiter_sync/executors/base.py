@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from orbiter_sync.control import RunControl
+from orbiter_sync.env import TEMPORAL_HOST_ENV
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import StreamEvent
 from orbiter_sync.models import TaskPayload
 
 EXECUTORS = ("local", "temporal")
 BUILT = ("local",)  # the temporal executor is named by the guide but not built yet
-
-TEMPORAL_HOST_ENV = "TEMPORAL_HOST"
 
 
 @dataclass(frozen=True)

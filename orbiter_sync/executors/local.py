@@ -20,11 +20,10 @@ from typing import Any
 
 from orbiter_sync.agents import ImportPolicy, resolve_agent
 from orbiter_sync.control import RunControl
-from orbiter_sync.errors import RunInterrupted
 from orbiter_sync.events import TextEvent, coerce_event
 from orbiter_sync.executors.base import Executor, RunContext
 from orbiter_sync.models import TaskPayload
-from orbiter_sync.outcome import StopReason
+from orbiter_sync.outcome import RunInterrupted, StopReason
 
 
 class LocalExecutor(Executor):

@@ -1,0 +1,13 @@
+"""Every environment variable orbiter-sync reads, by name (flags override them).
+
+This module imports nothing: the console script reads ``ORBITER_POOL`` from it
+before gevent has patched the standard library.
+"""
+
+URL_ENV = "ORBITER_REDIS_URL"
+HEROKU_URL_ENV = "REDIS_URL"  # the fallback, as Heroku sets it
+# For rediss:// URLs that do not say ssl_cert_reqs themselves (Heroku's REDIS_URL cannot).
+CERT_REQS_ENV = "ORBITER_REDIS_SSL_CERT_REQS"
+ALLOW_IMPORTS_ENV = "ORBITER_ALLOW_IMPORTS"
+POOL_ENV = "ORBITER_POOL"
+TEMPORAL_HOST_ENV = "TEMPORAL_HOST"  # selects the temporal executor when set
