@@ -10,15 +10,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis
 
+T = TypeVar("T")
 
-def wait_for(
-    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
-) -> object:
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
     """Wait until ``condition()`` is truthy and return it; fail the test on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -42,7 +42,7 @@ class ConnectionKiller:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.kills += int(self._client.execute_command("CLIENT KILL TYPE normal SKIPME yes"))
+            self.kills += int(self._client.execute_command("CLIENT KILL TYPE normal SKIPME yes"))  # type: ignore[no-untyped-call]
             time.sleep(self._interval)
 
     def __enter__(self) -> ConnectionKiller:
@@ -80,9 +80,15 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return key, cert
 
 
+def stream_entries(r: redis.Redis, stream: str) -> list[tuple[str, dict[str, str]]]:
+    """``r.xrange(stream)``, typed as what it is: ``r`` decodes responses, and an XRANGE
+    entry always has an id and fields (redis-py types them for every protocol)."""
+    return cast("list[tuple[str, dict[str, str]]]", r.xrange(stream))
+
+
 def events_of(r: redis.Redis, task_id: str) -> list[dict[str, Any]]:
     """Every event stored in the task's stream, decoded."""
-    return [json.loads(f["event"]) for _, f in r.xrange(f"orbiter:stream:{task_id}")]
+    return [json.loads(f["event"]) for _, f in stream_entries(r, f"orbiter:stream:{task_id}")]
 
 
 def terminal_events(r: redis.Redis, task_id: str) -> list[str]:

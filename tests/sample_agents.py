@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import redis
@@ -16,7 +16,7 @@ def echo(input: str) -> str:
     return f"echo: {input}"
 
 
-def words(input: str, **context: Any) -> Iterator[Any]:
+def words(input: str, **context: Any) -> Generator[Any, None, str]:
     for word in input.split():
         yield word + " "
     yield {"type": "tool_call", "tool_name": "count", "tool_call_id": "c1"}
@@ -73,3 +73,13 @@ async def async_nap(input: str) -> str:
 def nap(input: str) -> str:
     time.sleep(float(input))
     return "napped"
+
+
+def flaky(input: str, metadata: dict[str, Any], task_id: str) -> str:
+    """Fails its first ``input`` attempts, then succeeds (attempts counted in Redis)."""
+    client = redis.Redis.from_url(metadata["redis_url"])
+    attempt = int(client.incr(f"test:attempts:{task_id}"))
+    client.close()
+    if attempt <= int(input):
+        raise RuntimeError(f"attempt {attempt} fails")
+    return f"succeeded on attempt {attempt}"

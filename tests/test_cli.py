@@ -258,7 +258,9 @@ def test_submit_without_waiting_prints_only_the_id(redis_url: str, r: redis.Redi
                  "sample_agents:echo", "--input", "hi", "--timeout", "12")  # fmt: skip
 
     task_id = result.stdout.strip()
-    [(_, [(_, fields)])] = r.xread({"q2": "0"})
+    reply = r.xread({"q2": "0"})
+    assert isinstance(reply, list)
+    [(_, [(_, fields)])] = reply
     payload = TaskPayload.from_json(fields["payload"])
     assert payload.task_id == task_id
     assert payload.agent_config == {"entrypoint": "sample_agents:echo"}

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 import redis
-from helpers import wait_for
+from helpers import stream_entries, wait_for
 
 import orbiter_sync
 from orbiter_sync import (
@@ -99,11 +99,11 @@ def test_unknown_task_is_reported(redis_url: str) -> None:
 
 def test_agent_object_with_to_dict_and_bad_agents(redis_url: str, r: redis.Redis) -> None:
     class Agent:
-        def to_dict(self) -> dict:
+        def to_dict(self) -> dict[str, str]:
             return {"name": "helper", "model": "test"}
 
     handle = distributed(Agent(), "x", redis_url=redis_url)
-    [(_, fields)] = r.xrange("orbiter:tasks")
+    [(_, fields)] = stream_entries(r, "orbiter:tasks")
     assert handle.task_id in fields["payload"] and '"name":"helper"' in fields["payload"]
     with pytest.raises(ValidationError, match="agent"):
         distributed("not an agent", "x", redis_url=redis_url)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import cast
 
 import pytest
 import redis
 import tenacity
-from helpers import events_of, terminal_events, wait_for
+from helpers import events_of, stream_entries, terminal_events, wait_for
 
 from orbiter_sync.admin import QueueAdmin
 from orbiter_sync.consumer import TaskConsumer
@@ -277,7 +278,8 @@ def test_backoff_comes_from_the_tenacity_strategy(redis_url: str, r: redis.Redis
 
     consumer.settle(delivery, Outcome.failed(ValueError("e")))
 
-    [(_, due)] = r.zrange("orbiter:tasks:delayed", 0, -1, withscores=True)
+    scored = r.zrange("orbiter:tasks:delayed", 0, -1, withscores=True)
+    [(_, due)] = cast("list[tuple[str, float]]", scored)  # r decodes; scores are floats
     assert before + 9 < due < time.time() + 11  # attempt 1 of 10 * 2**(n-1)
 
 
@@ -309,7 +311,7 @@ def test_a_released_task_goes_back_to_the_queue_and_a_late_settle_writes_nothing
     assert settled.written
     state = r.hgetall(f"orbiter:task:{payload.task_id}")
     assert state["status"] == "pending" and state["retries"] == "0"
-    [(_, fields)] = r.xrange("orbiter:tasks")
+    [(_, fields)] = stream_entries(r, "orbiter:tasks")
     assert fields["payload"] == delivery.raw and pending_count(r) == 0
     last = events_of(r, payload.task_id)[-1]
     assert last["type"] == "error" and last["recoverable"] is True

@@ -33,7 +33,7 @@ DOCKER = ROOT / "docker"
 def parse_invocation(argv: list[str]) -> click.Context:
     """Parse ``orbiter-sync ARGS...`` the way the console script would; raise on bad usage."""
     assert Path(argv[0]).name == "orbiter-sync", argv
-    ctx = cli.make_context("orbiter-sync", argv[1:])
+    ctx: click.Context = cli.make_context("orbiter-sync", argv[1:])
     command: click.Command = cli
     while isinstance(command, click.Group):
         args = [*ctx._protected_args, *ctx.args]

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 import redis
-from helpers import ConnectionKiller, wait_for
+from helpers import ConnectionKiller, stream_entries, wait_for
 
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
 from orbiter_sync.events import (
@@ -99,13 +99,13 @@ def test_coerce_turns_strings_and_dicts_into_events() -> None:
 def test_publish_writes_stream_with_ttl_and_pubsub(
     publisher: EventPublisher, r: redis.Redis
 ) -> None:
-    listener = r.pubsub()
+    listener = r.pubsub()  # type: ignore[no-untyped-call]
     listener.subscribe("orbiter:events:t1")
     wait_for(lambda: listener.get_message(timeout=0.1))
 
     entry_id = publisher.publish("t1", TextEvent(text="hi"))
 
-    [(stored_id, fields)] = r.xrange("orbiter:stream:t1")
+    [(stored_id, fields)] = stream_entries(r, "orbiter:stream:t1")
     assert stored_id == entry_id
     assert json.loads(fields["event"]) == {"type": "text", "text": "hi", "agent_name": ""}
     assert 3590 < r.ttl("orbiter:stream:t1") <= 3600
@@ -176,5 +176,5 @@ def test_no_event_lost_or_doubled_while_connections_are_killed(
         for n in range(200):
             publisher.publish("t1", TextEvent(text=str(n)))
     assert killer.kills >= 5
-    texts = [json.loads(f["event"])["text"] for _, f in r.xrange("orbiter:stream:t1")]
+    texts = [json.loads(f["event"])["text"] for _, f in stream_entries(r, "orbiter:stream:t1")]
     assert texts == [str(n) for n in range(200)]

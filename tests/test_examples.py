@@ -106,7 +106,7 @@ def test_django_view_streams_a_run(example_worker: str, monkeypatch: pytest.Monk
     submitted = client.post("/runs", {"input": "django views stream too"})
     assert submitted.status_code == 202
     response = client.get(submitted.json()["events_url"])
-    body = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
+    body = b"".join(response.streaming_content).decode()
     messages = parse_sse(body)
 
     assert response["Content-Type"] == "text/event-stream"
@@ -114,7 +114,7 @@ def test_django_view_streams_a_run(example_worker: str, monkeypatch: pytest.Monk
     resumed = client.get(
         submitted.json()["events_url"], headers={"last-event-id": messages[1]["id"]}
     )
-    resumed_body = b"".join(resumed.streaming_content).decode()  # type: ignore[attr-defined]
+    resumed_body = b"".join(resumed.streaming_content).decode()
     assert [m["id"] for m in parse_sse(resumed_body)] == [m["id"] for m in messages[2:]]
     assert client.get("/runs/nope/events").status_code == 404
     assert client.post("/runs", {"input": ""}).status_code == 400

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import cast
 
 import pytest
 import redis
@@ -128,7 +129,12 @@ def test_gevent_worker_stops_gracefully_on_sigterm(
 ) -> None:
     worker = spawn_worker(redis_url, "--concurrency", "50", worker_id="g1", pool="gevent")
     handles = [distributed(agent("sleepy"), "1", redis_url=redis_url) for _ in range(20)]
-    wait_for(lambda: len((r.hget("orbiter:workers:g1", "running_task_ids") or "").split(",")) > 10)
+
+    def running() -> int:
+        ids = cast("str | None", r.hget("orbiter:workers:g1", "running_task_ids"))  # r decodes
+        return len((ids or "").split(","))
+
+    wait_for(lambda: running() > 10)
 
     worker.terminate()
 

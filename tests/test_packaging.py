@@ -7,6 +7,8 @@ from pathlib import Path
 
 from helpers import CLI
 
+import orbiter_sync
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,10 +23,15 @@ def test_wheel_holds_the_package_and_its_cli_but_no_top_level_cli(tmp_path: Path
 
     assert "orbiter_sync/__init__.py" in names
     assert "orbiter_sync/cli/main.py" in names
+    # every Redis script ships as its .lua file, shared Lua included
+    lua_dir = ROOT / "orbiter_sync" / "lua"
+    for script in [*lua_dir.glob("*.lua"), *lua_dir.glob("lib/*.lua")]:
+        assert f"orbiter_sync/lua/{script.relative_to(lua_dir)}" in names
     assert not [n for n in names if n.startswith("cli/")]
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Requires-Python: >=3.11" in text
+    assert f"Version: {orbiter_sync.__version__}" in text
     for requirement in ("redis[hiredis]", "click", "tabulate", "tenacity", "prometheus-client"):
         assert f"Requires-Dist: {requirement}" in text
     for extra in ("gevent", "temporal", "agents", "dev"):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import redis
-from helpers import ConnectionKiller, terminal_events, wait_for
+from helpers import ConnectionKiller, stream_entries, terminal_events, wait_for
 
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.models import TaskPayload
@@ -28,7 +28,7 @@ def test_submit_writes_hash_index_and_entry(producer: TaskProducer, r: redis.Red
     }
     assert 86000 < r.ttl(f"orbiter:task:{payload.task_id}") <= 86400
     assert r.sismember("orbiter:task:index", payload.task_id)
-    [(_, fields)] = r.xrange("orbiter:tasks")
+    [(_, fields)] = stream_entries(r, "orbiter:tasks")
     assert json.loads(fields["payload"]) == payload.to_dict()
 
 
@@ -48,7 +48,7 @@ def test_submit_to_a_named_queue(redis_url: str, r: redis.Redis) -> None:
 def test_cancel_pending_task(producer: TaskProducer, r: redis.Redis) -> None:
     payload = TaskPayload(input="x")
     producer.submit(payload)
-    listener = r.pubsub()
+    listener = r.pubsub()  # type: ignore[no-untyped-call]
     listener.subscribe(f"orbiter:cancel:{payload.task_id}")
     wait_for(lambda: listener.get_message(timeout=0.1))  # the subscribe confirmation
 
@@ -104,7 +104,7 @@ def test_exactly_200_tasks_queued_while_connections_are_killed(
             submitted.append(producer.submit(TaskPayload(input=f"task {n}")))
     # Then the submissions survived, and none was queued twice
     assert killer.kills >= 5
-    entries = r.xrange("orbiter:tasks")
+    entries = stream_entries(r, "orbiter:tasks")
     queued = [json.loads(fields["payload"])["task_id"] for _, fields in entries]
     assert len(queued) == 200
     assert set(queued) == set(submitted) and len(set(queued)) == 200

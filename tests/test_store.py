@@ -1,14 +1,18 @@
 import json
 
 import redis
+from redis.typing import EncodableT
 
 from orbiter_sync.models import TaskStatus
 from orbiter_sync.store import TaskStore
 
 
-def seed(r: redis.Redis, task_id: str, status: str, **fields: object) -> None:
+def seed(r: redis.Redis, task_id: str, status: str, **fields: EncodableT) -> None:
     """A task hash as a worker leaves it, with its id in the index."""
-    r.hset(f"orbiter:task:{task_id}", mapping={"task_id": task_id, "status": status, **fields})  # type: ignore[arg-type]
+    # redis-py's mapping wants EncodableT keys, which a str-keyed **fields is not (invariance)
+    mapping: dict[EncodableT, EncodableT] = {"task_id": task_id, "status": status}
+    mapping.update(fields.items())
+    r.hset(f"orbiter:task:{task_id}", mapping=mapping)
     r.sadd("orbiter:task:index", task_id)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +90,52 @@ def test_timeout_fails_and_follows_the_retry_rules(
     events = [e.to_dict() for e in handle.stream(timeout=5)]
     assert sum(1 for e in events if e["type"] == "error" and e["recoverable"]) == 3
     assert events[-1]["status"] == "error"
+
+
+def test_no_reader_sees_failed_for_a_task_that_will_run_again(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    spawn_worker(redis_url)
+    handle = distributed(
+        agent("flaky"), "2", redis_url=redis_url, metadata={"redis_url": redis_url}
+    )
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:  # as a client polling the task's status would
+        watcher = redis.Redis.from_url(redis_url, decode_responses=True)
+        while not done.is_set():
+            seen.append(str(watcher.hget(f"orbiter:task:{handle.task_id}", "status")))
+        watcher.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        # two failed attempts, each retried: result() waits through them
+        assert handle.result(timeout=30) == {"output": "succeeded on attempt 3"}
+    finally:
+        done.set()
+        watcher.join()
+
+    assert "failed" not in seen and "retrying" in seen
+    state = handle.status()
+    assert (
+        state is not None and state.retries == 2 and state.error == "RuntimeError: attempt 2 fails"
+    )
+    events = [e.to_dict() for e in handle.stream(timeout=5)]
+    assert [e["type"] for e in events].count("error") == 2
+    assert all(e["recoverable"] for e in events if e["type"] == "error")
+
+
+def test_retry_limits_come_from_the_command_line(redis_url: str, spawn_worker: Spawn) -> None:
+    spawn_worker(redis_url, "--max-retries", "1")
+    handle = distributed(agent("broken"), "x", redis_url=redis_url)
+
+    with pytest.raises(TaskFailedError, match="broken by design"):
+        handle.result(timeout=20)
+
+    state = handle.status()
+    assert state is not None and state.retries == 1
 
 
 def test_denied_import_fails_at_once_and_imports_nothing(
@@ -198,7 +246,11 @@ def test_a_task_that_kills_every_worker_ends_in_dead_letters(
         if failed():
             break
         worker = spawn_worker(redis_url, "--visibility-timeout", "0.5", may_die=True)
-        wait_for(lambda w=worker: w.poll() is not None or failed(), timeout=20)
+
+        def gone(w: subprocess.Popen[str] = worker) -> bool:
+            return w.poll() is not None or failed()
+
+        wait_for(gone, timeout=20)
 
     with pytest.raises(TaskFailedError, match="delivered 6 times"):
         handle.result(timeout=1)
@@ -254,8 +306,9 @@ def test_500_tasks_on_two_workers_run_exactly_once(
 
     wait_for(
         lambda: all(
-            TaskHandle(i, redis_url=redis_url).status().status == "completed" for i in ids[-20:]
-        ),  # type: ignore[union-attr]
+            TaskHandle(i, redis_url=redis_url).status().status == "completed"  # type: ignore[union-attr]
+            for i in ids[-20:]
+        ),
         timeout=120,
     )
     wait_for(lambda: r.xlen("orbiter:tasks") == 0, timeout=60)

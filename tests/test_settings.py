@@ -1,0 +1,84 @@
+"""One source for settings: WorkerSettings, Worker keywords, the CLI's options; executors and
+agent kinds chosen by name."""
+
+from __future__ import annotations
+
+import typing
+
+import click
+import pytest
+
+from orbiter_sync.agents import ImportPolicy, resolve_agent
+from orbiter_sync.cli.worker import worker_command
+from orbiter_sync.errors import AgentConfigError, ConfigurationError
+from orbiter_sync.executors import LocalExecutor, make_executor
+from orbiter_sync.settings import WorkerOptions, WorkerSettings
+from orbiter_sync.worker import Worker
+
+
+def test_settings_or_keywords_but_never_both(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="not both .*concurrency"):
+        Worker(redis_url, settings=WorkerSettings(), concurrency=4)
+    with pytest.raises(ConfigurationError, match="unknown worker setting.*concurency"):
+        Worker(redis_url, concurency=4)  # type: ignore[call-arg]
+
+    assert Worker(redis_url, concurrency=4).settings == WorkerSettings(concurrency=4)
+    given = WorkerSettings(concurrency=3, max_retries=1)
+    assert Worker(redis_url, settings=given).settings is given
+
+
+def test_keywords_and_settings_fields_are_the_same_names() -> None:
+    assert set(typing.get_type_hints(WorkerOptions)) == set(WorkerSettings.names())
+
+
+def test_bad_settings_are_refused() -> None:
+    for bad in ({"concurrency": 0}, {"max_retries": -1}, {"max_deliveries": 0},
+                {"visibility_timeout": 0}, {"claim_timeout": -1}, {"pool": "fork"}):  # fmt: skip
+        with pytest.raises(ConfigurationError):
+            WorkerSettings(**bad)
+
+
+def test_allow_imports_are_kept_as_a_tuple() -> None:
+    assert WorkerSettings(allow_imports=["a", "b"]).allow_imports == ("a", "b")
+
+
+def test_the_cli_exposes_every_setting_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ORBITER_POOL", raising=False)
+    monkeypatch.delenv("TEMPORAL_HOST", raising=False)
+    options = {p.name: p for p in worker_command.params if isinstance(p, click.Option)}
+
+    for name in WorkerSettings.names():
+        assert name in options, f"start worker has no option for {name}"
+        default = options[name].get_default(click.Context(worker_command), call=True)
+        if name == "allow_imports":
+            default = tuple(default or ())  # type: ignore[arg-type]
+        assert default == WorkerSettings.default_of(name), name
+    help_text = worker_command.get_help(click.Context(worker_command))
+    for flag in ("--max-retries", "--max-deliveries", "--claim-timeout", "--retry-backoff"):
+        assert flag in help_text
+
+
+def test_executors_are_made_by_name() -> None:
+    executor = make_executor("local", policy=ImportPolicy())
+    assert isinstance(executor, LocalExecutor) and executor.name == "local"
+    with pytest.raises(ConfigurationError, match="not available in this version"):
+        make_executor("temporal", policy=ImportPolicy())
+    with pytest.raises(ConfigurationError, match="unknown executor"):
+        make_executor("celery", policy=ImportPolicy())
+
+
+def test_resolve_agent_names_its_kind_and_agent() -> None:
+    policy = ImportPolicy(("sample_agents",))
+
+    plain = resolve_agent({"entrypoint": "sample_agents:echo"}, policy)
+    named = resolve_agent({"entrypoint": "sample_agents.echo", "name": "echoer"}, policy)
+
+    assert (plain.kind, plain.name) == ("entrypoint", "sample_agents:echo")
+    assert (named.kind, named.name) == ("entrypoint", "echoer")
+    assert plain.runnable("hi") == "echo: hi"
+    with pytest.raises(AgentConfigError, match="swarm agent_configs are not supported"):
+        resolve_agent({"agents": [], "flow": "a >> b"}, policy)
+    with pytest.raises(AgentConfigError, match="LLM agent_configs are not supported"):
+        resolve_agent({"name": "bot", "model": "openai:gpt-4o"}, policy)
+    with pytest.raises(AgentConfigError, match="has no 'entrypoint'"):
+        resolve_agent({"what": "ever"}, policy)
