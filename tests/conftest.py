@@ -105,6 +105,13 @@ def subscriber(redis_url: str) -> Iterator[EventSubscriber]:
     s.close()
 
 
+@pytest.fixture
+def no_redis_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Redis URL or worker setting from the developer's shell (the CLI tests use it)."""
+    for name in ("ORBITER_REDIS_URL", "REDIS_URL", "TEMPORAL_HOST", "ORBITER_POOL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def pytest_report_header() -> str:
     return f"worker pool under test: {TEST_POOL}"
 

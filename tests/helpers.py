@@ -15,6 +15,9 @@ from typing import Any, TypeVar, cast
 import pytest
 import redis
 
+from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.queue import Delivery
+
 T = TypeVar("T")
 
 
@@ -98,3 +101,16 @@ def terminal_events(r: redis.Redis, task_id: str) -> list[str]:
         for e in events_of(r, task_id)
         if e["type"] == "status" and e["status"] in ("completed", "error", "cancelled")
     ]
+
+
+def pending_count(r: redis.Redis) -> int:
+    """Entries claimed and not settled in the default queue's group."""
+    return int(r.xpending("orbiter:tasks", "orbiter:tasks:group")["pending"])
+
+
+def claim_and_begin(consumer: TaskConsumer) -> Delivery:
+    """Claim the next task and move it to running, as a slot does."""
+    delivery = consumer.claim(timeout=3)
+    assert delivery is not None
+    assert consumer.begin(delivery)
+    return delivery

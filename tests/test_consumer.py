@@ -5,33 +5,17 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import cast
 
 import pytest
 import redis
-import tenacity
-from helpers import events_of, stream_entries, terminal_events, wait_for
+from helpers import claim_and_begin, events_of, pending_count, terminal_events, wait_for
 
 from orbiter_sync.admin import QueueAdmin
 from orbiter_sync.consumer import TaskConsumer
-from orbiter_sync.errors import AgentConfigError
-from orbiter_sync.events import EventSubscriber
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import Outcome
 from orbiter_sync.producer import TaskProducer
 from orbiter_sync.queue import Delivery, QueueSettings
-
-
-def pending_count(r: redis.Redis) -> int:
-    return int(r.xpending("orbiter:tasks", "orbiter:tasks:group")["pending"])
-
-
-def claim_and_begin(consumer: TaskConsumer) -> Delivery:
-    delivery = consumer.claim(timeout=3)
-    assert delivery is not None
-    assert consumer.begin(delivery)
-    return delivery
-
 
 # -- claiming -------------------------------------------------------------------------
 
@@ -175,211 +159,6 @@ def test_an_ended_task_never_becomes_running_again(
 
     assert r.hget(f"orbiter:task:{payload.task_id}", "status") == final
     assert r.xlen("orbiter:tasks") == 0
-
-
-# -- settling -------------------------------------------------------------------------
-
-
-def test_settle_completed_records_acks_and_ends_the_stream_once(
-    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
-) -> None:
-    payload = TaskPayload(input="x")
-    producer.submit(payload)
-    delivery = claim_and_begin(consumer)
-
-    settled = consumer.settle(delivery, Outcome.completed({"output": "hi"}))
-    again = consumer.settle(delivery, Outcome.completed({"output": "hi"}))  # a retried call
-
-    assert settled.written and settled.status == "completed"
-    assert not again.written and again.verdict == "gone" and again.status == "completed"
-    state = r.hgetall(f"orbiter:task:{payload.task_id}")
-    assert state["status"] == "completed" and json.loads(state["result"]) == {"output": "hi"}
-    assert float(state["completed_at"]) >= float(state["started_at"])
-    assert r.xlen("orbiter:tasks") == 0 and pending_count(r) == 0
-    assert terminal_events(r, payload.task_id) == ["completed"]
-    assert consumer.in_flight() == []
-
-
-def test_a_failed_attempt_goes_straight_to_retrying_and_runs_again(
-    redis_url: str, producer: TaskProducer, r: redis.Redis
-) -> None:
-    settings = QueueSettings(max_retries=2, retry_backoff=tenacity.wait_fixed(0.2))
-    first, second = (TaskConsumer(redis_url, w, settings) for w in ("w1", "w2"))
-    payload = TaskPayload(input="flaky")
-    producer.submit(payload)
-    key = f"orbiter:task:{payload.task_id}"
-
-    for attempt, consumer in ((1, first), (2, second)):
-        delivery = claim_and_begin(consumer)  # a retrying task may run again
-        settled = consumer.settle(delivery, Outcome.failed(RuntimeError("boom")))
-        # one script: the task is retrying at once, never failed in between
-        assert settled.status == "retrying"
-        assert r.hget(key, "status") == "retrying"
-        assert r.hget(key, "retries") == str(attempt)
-        assert r.hget(key, "error") == "RuntimeError: boom"
-        assert r.xlen("orbiter:tasks") == 0 and r.zcard("orbiter:tasks:delayed") == 1
-
-    delivery = claim_and_begin(first)
-    settled = first.settle(delivery, Outcome.failed(RuntimeError("boom again")))
-
-    assert settled.status == "failed"
-    state = r.hgetall(key)
-    assert state["status"] == "failed" and state["retries"] == "2"
-    assert state["error"] == "RuntimeError: boom again" and "completed_at" in state
-    assert r.xlen("orbiter:tasks") == 0 and r.zcard("orbiter:tasks:delayed") == 0
-    errors = [e for e in events_of(r, payload.task_id) if e["type"] == "error"]
-    assert [(e["recoverable"], e["error_type"]) for e in errors] == [(True, "RuntimeError")] * 2
-    assert events_of(r, payload.task_id)[-1] == {
-        "type": "status",
-        "status": "error",
-        "message": "RuntimeError: boom again",
-        "agent_name": "",
-    }
-
-
-def test_a_config_that_can_never_run_fails_for_good(
-    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
-) -> None:
-    payload = TaskPayload(input="x")
-    producer.submit(payload)
-    delivery = claim_and_begin(consumer)
-
-    error = AgentConfigError("no such agent")
-    settled = consumer.settle(delivery, Outcome.failed(error, retryable=False))
-
-    assert settled.status == "failed"
-    state = r.hgetall(f"orbiter:task:{payload.task_id}")
-    assert state["retries"] == "0" and state["error"] == "AgentConfigError: no such agent"
-    assert r.zcard("orbiter:tasks:delayed") == 0 and r.xlen("orbiter:tasks") == 0
-    assert terminal_events(r, payload.task_id) == ["error"]
-
-
-def test_a_timeout_is_a_failed_attempt(
-    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
-) -> None:
-    payload = TaskPayload(input="x")
-    producer.submit(payload)
-    delivery = claim_and_begin(consumer)
-
-    settled = consumer.settle(delivery, Outcome.timed_out(0.5))
-
-    assert settled.status == "retrying"
-    assert (
-        r.hget(f"orbiter:task:{payload.task_id}", "error") == "TimeoutError: timed out after 0.5s"
-    )
-
-
-def test_backoff_comes_from_the_tenacity_strategy(redis_url: str, r: redis.Redis) -> None:
-    settings = QueueSettings(retry_backoff=tenacity.wait_exponential(multiplier=10))
-    TaskProducer(redis_url, settings).submit(TaskPayload(task_id="slow", input="x"))
-    consumer = TaskConsumer(redis_url, "w1", settings)
-    delivery = claim_and_begin(consumer)
-    before = time.time()
-
-    consumer.settle(delivery, Outcome.failed(ValueError("e")))
-
-    scored = r.zrange("orbiter:tasks:delayed", 0, -1, withscores=True)
-    [(_, due)] = cast("list[tuple[str, float]]", scored)  # r decodes; scores are floats
-    assert before + 9 < due < time.time() + 11  # attempt 1 of 10 * 2**(n-1)
-
-
-def test_settle_cancelled_ends_the_stream_as_cancelled(
-    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
-) -> None:
-    payload = TaskPayload(input="x")
-    producer.submit(payload)
-    delivery = claim_and_begin(consumer)
-    producer.cancel(payload.task_id)
-
-    settled = consumer.settle(delivery, Outcome.cancelled())
-
-    assert settled.status == "cancelled"
-    assert terminal_events(r, payload.task_id) == ["cancelled"]
-    assert events_of(r, payload.task_id)[-1]["message"] == "cancelled"
-    assert r.xlen("orbiter:tasks") == 0 and pending_count(r) == 0
-
-
-def test_a_released_task_goes_back_to_the_queue_and_a_late_settle_writes_nothing(
-    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
-) -> None:
-    payload = TaskPayload(input="x")
-    producer.submit(payload)
-    delivery = claim_and_begin(consumer)
-
-    settled = consumer.settle(delivery, Outcome.released("worker stopping"))
-
-    assert settled.written
-    state = r.hgetall(f"orbiter:task:{payload.task_id}")
-    assert state["status"] == "pending" and state["retries"] == "0"
-    [(_, fields)] = stream_entries(r, "orbiter:tasks")
-    assert fields["payload"] == delivery.raw and pending_count(r) == 0
-    last = events_of(r, payload.task_id)[-1]
-    assert last["type"] == "error" and last["recoverable"] is True
-    assert last["error"] == "released: worker stopping" and last["error_type"] == "Released"
-
-    # the run it stopped ends after all: that settle comes too late to record anything
-    late = consumer.settle(delivery, Outcome.completed({"output": "late"}))
-    assert not late.written
-    assert r.hget(f"orbiter:task:{payload.task_id}", "status") == "pending"
-    assert r.xlen("orbiter:tasks") == 1
-
-
-def test_settle_is_fenced_against_a_worker_that_lost_its_entry(
-    redis_url: str, producer: TaskProducer, r: redis.Redis
-) -> None:
-    settings = QueueSettings(visibility_timeout=0.2)
-    slow, taker = (
-        TaskConsumer(redis_url, "slow", settings),
-        TaskConsumer(redis_url, "taker", settings),
-    )
-    payload = TaskPayload(input="x")
-    producer.submit(payload)
-    mine = claim_and_begin(slow)
-    # slow's heartbeat stalls past the visibility timeout; taker takes the entry over
-    theirs = wait_for(lambda: taker.reclaim(count=1), timeout=5)
-    assert isinstance(theirs, list) and taker.begin(theirs[0])
-
-    late = slow.settle(mine, Outcome.failed(RuntimeError("slow's run failed")))
-
-    assert late.verdict == "lost" and late.status == "running"
-    state = r.hgetall(f"orbiter:task:{payload.task_id}")
-    assert state["worker_id"] == "taker" and state["retries"] == "0" and "error" not in state
-    assert pending_count(r) == 1 and r.zcard("orbiter:tasks:delayed") == 0
-    assert taker.settle(theirs[0], Outcome.completed({"output": "taker"})).status == "completed"
-    assert terminal_events(r, payload.task_id) == ["completed"]
-
-
-def test_a_lost_outcome_writes_nothing(
-    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
-) -> None:
-    producer.submit(TaskPayload(task_id="gone-elsewhere", input="x"))
-    delivery = claim_and_begin(consumer)
-
-    settled = consumer.settle(delivery, Outcome.lost())
-
-    assert settled.verdict == "lost" and consumer.in_flight() == []
-    assert r.hget("orbiter:task:gone-elsewhere", "status") == "running"
-    assert pending_count(r) == 1
-
-
-def test_subscriber_sees_retry_and_terminal_events_in_order(
-    redis_url: str, producer: TaskProducer
-) -> None:
-    settings = QueueSettings(max_retries=1, retry_backoff=tenacity.wait_fixed(0))
-    consumer = TaskConsumer(redis_url, "w1", settings)
-    payload = TaskPayload(input="x")
-    producer.submit(payload)
-    consumer.settle(claim_and_begin(consumer), Outcome.failed(ValueError("first")))
-    consumer.settle(claim_and_begin(consumer), Outcome.failed(ValueError("second")))
-
-    events = list(EventSubscriber(redis_url).subscribe(payload.task_id, timeout=5))
-
-    assert [(e.type, getattr(e, "status", None)) for e in events] == [
-        ("status", "running"),
-        ("error", None),
-        ("status", "running"),
-        ("status", "error"),
-    ]
 
 
 # -- keeping entries, reclaiming them from the dead -----------------------------------
