@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.queue import QueueSettings
 
 
@@ -36,7 +36,7 @@ class QueueStats:
         return asdict(self)
 
 
-class QueueAdmin:
+class QueueAdmin(RedisUser):
     """Reads the state of one queue."""
 
     def __init__(
@@ -48,9 +48,7 @@ class QueueAdmin:
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.settings = settings or QueueSettings()
-        self._client = client if client is not None else connect(redis_url)
-        self._owns_client = client is None
-        self._retry = retry
+        super().__init__(redis_url, client=client, retry=retry)
 
     def stats(self) -> QueueStats:
         """Length, pending entries, lag, oldest pending age, dead letters and delayed retries."""
@@ -93,7 +91,3 @@ class QueueAdmin:
             self._client.xrevrange, self.settings.dead_letter_key, count=count
         )
         return [{"id": entry_id, **fields} for entry_id, fields in rows]
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()

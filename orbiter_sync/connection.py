@@ -263,3 +263,27 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+class RedisUser:
+    """Base of every object that talks to Redis through one client.
+
+    The client is either its own, connected to ``redis_url`` and closed by
+    :meth:`close`, or one it was given (shared with others), which it leaves open.
+    Every call goes through ``retry``.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        client: redis.Redis | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self._client = client if client is not None else connect(redis_url)
+        self._owns_client = client is None
+        self._retry = retry
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from orbiter_sync import keys, lua
-from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.events import ErrorEvent, StatusEvent, new_event_id
 from orbiter_sync.models import TaskPayload, TaskStatus, encode_hash_value
@@ -42,7 +42,7 @@ _SETTLE_OP = {
 }
 
 
-class TaskConsumer:
+class TaskConsumer(RedisUser):
     """Claims and settles tasks of one queue for one worker (the consumer ``name``)."""
 
     def __init__(
@@ -56,9 +56,7 @@ class TaskConsumer:
     ) -> None:
         self.name = name
         self.settings = settings or QueueSettings()
-        self._client = client if client is not None else connect(redis_url)
-        self._owns_client = client is None
-        self._retry = retry
+        super().__init__(redis_url, client=client, retry=retry)
         self._lock = threading.Lock()
         self._in_flight: dict[str, Delivery] = {}  # by entry id: claimed, not yet settled
         self._group_ready = False
@@ -375,10 +373,6 @@ class TaskConsumer:
                 self._client.xgroup_delconsumer(s.name, s.group, self.name)
         except redis.RedisError as exc:
             logger.debug("worker %s: consumer not removed: %s", self.name, exc)
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
 
 
 def _task_id_of(raw: str | None) -> str:

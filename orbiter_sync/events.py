@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import redis
 
 from orbiter_sync import keys, lua
-from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
 from orbiter_sync.queue import DEFAULT_EVENT_TTL
 
@@ -249,7 +249,7 @@ def coerce_event(item: Any, agent_name: str = "") -> StreamEvent:
     raise ValidationError("", f"cannot turn {type(item).__name__} into an event")
 
 
-class EventPublisher:
+class EventPublisher(RedisUser):
     """Writes a task's events to its stream (with TTL) and its pub/sub channel."""
 
     def __init__(
@@ -260,10 +260,8 @@ class EventPublisher:
         client: redis.Redis | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
-        self._client = client if client is not None else connect(redis_url)
-        self._owns_client = client is None
+        super().__init__(redis_url, client=client, retry=retry)
         self.stream_ttl_seconds = stream_ttl_seconds
-        self._retry = retry
         self._publish = lua.register(self._client, "publish")
 
     def publish(self, task_id: str, event: StreamEvent) -> str:
@@ -278,12 +276,8 @@ class EventPublisher:
         logger.debug("published %s event for task %s as %s", event.type, task_id, entry_id)
         return entry_id
 
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
 
-
-class EventSubscriber:
+class EventSubscriber(RedisUser):
     """Reads a task's events: replay what is stored, then follow new ones."""
 
     def __init__(
@@ -294,9 +288,7 @@ class EventSubscriber:
         retry: RetryPolicy = DEFAULT_RETRY,
         block_seconds: float = 1.0,
     ) -> None:
-        self._client = client if client is not None else connect(redis_url)
-        self._owns_client = client is None
-        self._retry = retry
+        super().__init__(redis_url, client=client, retry=retry)
         self._block_ms = max(1, int(block_seconds * 1000))
 
     def entries(
@@ -351,7 +343,3 @@ class EventSubscriber:
             except ValidationError as exc:
                 logger.warning("skipping bad event %s of task %s: %s", entry_id, task_id, exc)
         return events
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()

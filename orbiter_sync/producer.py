@@ -12,7 +12,7 @@ import time
 import redis
 
 from orbiter_sync import keys, lua
-from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.events import new_event_id
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.queue import QueueSettings
@@ -20,7 +20,7 @@ from orbiter_sync.queue import QueueSettings
 logger = logging.getLogger(__name__)
 
 
-class TaskProducer:
+class TaskProducer(RedisUser):
     """Submits tasks to one queue and cancels them."""
 
     def __init__(
@@ -32,9 +32,7 @@ class TaskProducer:
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.settings = settings or QueueSettings()
-        self._client = client if client is not None else connect(redis_url)
-        self._owns_client = client is None
-        self._retry = retry
+        super().__init__(redis_url, client=client, retry=retry)
         self._submit = lua.register(self._client, "submit")
         self._cancel = lua.register(self._client, "cancel")
 
@@ -83,7 +81,3 @@ class TaskProducer:
         if done:
             logger.info("task %s cancelled", task_id)
         return bool(done)
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()

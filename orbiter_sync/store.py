@@ -13,14 +13,14 @@ from typing import Any
 import redis
 
 from orbiter_sync import keys
-from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.models import TaskResult, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 
-class TaskStore:
+class TaskStore(RedisUser):
     """Reads task status hashes."""
 
     def __init__(
@@ -31,10 +31,8 @@ class TaskStore:
         client: redis.Redis | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
-        self._client = client if client is not None else connect(redis_url)
-        self._owns_client = client is None
+        super().__init__(redis_url, client=client, retry=retry)
         self.prefix = prefix
-        self._retry = retry
 
     @property
     def index_key(self) -> str:
@@ -112,10 +110,6 @@ class TaskStore:
             self._retry.call(self._client.srem, self.index_key, *stale)
             logger.debug("pruned %d expired task ids from %s", len(stale), self.index_key)
         return loaded
-
-    def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
 
 
 def _newest_first_key(result: TaskResult) -> float:

@@ -80,11 +80,12 @@ class Worker:
         policy = ImportPolicy.from_settings(s.allow_imports)
         self.executor = make_executor(s.executor, policy=policy)
         self.client = connect(self.redis_url)
-        self.consumer = TaskConsumer(
-            self.redis_url, self.worker_id, s.queue_settings(), client=self.client
-        )
+        queue = s.queue_settings()
+        self.consumer = TaskConsumer(self.redis_url, self.worker_id, queue, client=self.client)
         self.store = TaskStore(self.redis_url, client=self.client)
-        self.publisher = EventPublisher(self.redis_url, client=self.client)
+        self.publisher = EventPublisher(
+            self.redis_url, stream_ttl_seconds=queue.event_ttl, client=self.client
+        )
         self.runs = RunTracker(self.worker_id)
         self.stopping = threading.Event()
         self._stop_requested = threading.Event()
