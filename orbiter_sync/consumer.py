@@ -25,6 +25,7 @@ from orbiter_sync.events import ErrorEvent, StatusEvent, new_event_id
 from orbiter_sync.models import TaskPayload, TaskStatus, encode_hash_value
 from orbiter_sync.outcome import Outcome, OutcomeKind, Settled
 from orbiter_sync.queue import Delivery, QueueSettings
+from orbiter_sync.reclaimer import Reclaimer
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,10 @@ class TaskConsumer(RedisUser):
         self._in_flight: dict[str, Delivery] = {}  # by entry id: claimed, not yet settled
         self._group_ready = False
         self._next_promote = 0.0
-        self._next_reclaim = 0.0
-        self._reclaim_cursor = "0-0"
+        self._reclaimer = Reclaimer(self._client, name, self.settings, retry)
         self._scripts = {
             script: lua.register(self._client, script)
-            for script in ("begin", "settle", "dead_letter", "promote", "reclaim", "keep_alive")
+            for script in ("begin", "settle", "dead_letter", "promote", "keep_alive")
         }
 
     # -- claiming --------------------------------------------------------------------
@@ -123,50 +123,21 @@ class TaskConsumer(RedisUser):
         return None
 
     def _reclaim_on_schedule(self) -> Delivery | None:
-        now = time.monotonic()
-        if now < self._next_reclaim:
+        if not self._reclaimer.due():
             return None
         for delivery in self.reclaim(count=1):
             return delivery
-        self._next_reclaim = now + min(self.settings.visibility_timeout / 4, 5.0)
+        self._reclaimer.checked()
         return None
 
     def reclaim(self, *, count: int = 10, max_scan: int = 100) -> list[Delivery]:
         """Take over up to ``count`` entries idle longer than the visibility timeout.
 
-        Follows XAUTOCLAIM's cursor (at most ``max_scan`` steps per call). Entries
-        delivered too often are dead-lettered instead of returned.
+        Entries delivered too often, or undecodable, are dead-lettered instead.
         """
-        s = self.settings
-        min_idle_ms = int(s.visibility_timeout * 1000)
-        claimed: list[Delivery] = []
-        for _ in range(max_scan):
-            with self._lock:
-                cursor = self._reclaim_cursor
-            reply: Any = self._retry.call(
-                self._scripts["reclaim"],
-                keys=[s.name],
-                args=[s.group, self.name, min_idle_ms, cursor, count - len(claimed)],
-            )
-            next_cursor, entries = reply
-            with self._lock:
-                self._reclaim_cursor = next_cursor
-            for entry_id, flat_fields, deliveries in entries:
-                fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
-                logger.warning(
-                    "worker %s reclaimed entry %s (delivery %d) from a dead worker",
-                    self.name,
-                    entry_id,
-                    deliveries,
-                )
-                delivery = self._accept(entry_id, fields, deliveries=int(deliveries))
-                if delivery is not None:
-                    claimed.append(delivery)
-            if len(claimed) >= count or next_cursor == "0-0":
-                break
-        return claimed
+        return self._reclaimer.reclaim(self._accept, count=count, max_scan=max_scan)
 
-    def _accept(self, entry_id: str, fields: dict[str, str], *, deliveries: int) -> Delivery | None:
+    def _accept(self, entry_id: str, fields: dict[str, str], deliveries: int) -> Delivery | None:
         raw = fields.get("payload")
         try:
             if raw is None:
@@ -190,8 +161,9 @@ class TaskConsumer(RedisUser):
 
     def dead_letter(
         self, entry_id: str, reason: str, fields: dict[str, str], task_id: str = ""
-    ) -> None:
-        """Move an entry to the dead-letter stream with ``reason``; its task (if known) fails."""
+    ) -> bool:
+        """Move an entry this consumer holds to the dead-letter stream with ``reason``; its
+        task (if known) fails. False, writing nothing, when it does not hold the entry."""
         logger.error(
             "worker %s dead-lettered entry %s (task %s): %s",
             self.name,
@@ -200,7 +172,7 @@ class TaskConsumer(RedisUser):
             reason,
         )
         s = self.settings
-        self._retry.call(
+        written = self._retry.call(
             self._scripts["dead_letter"],
             keys=[
                 s.name,
@@ -224,6 +196,7 @@ class TaskConsumer(RedisUser):
                 DEAD_LETTER_MAXLEN,
             ],
         )
+        return bool(written)
 
     # -- running and settling --------------------------------------------------------
 
@@ -234,6 +207,24 @@ class TaskConsumer(RedisUser):
         say: its entry is acknowledged here), or this consumer no longer holds
         its entry (another worker does).
         """
+        task_id = delivery.task_id
+        try:
+            verdict, status = self._call_begin(delivery)
+        except BaseException:
+            self.abandon(delivery)
+            raise
+        if verdict == "started":
+            return True
+        self._drop(delivery)
+        logger.info(
+            "worker %s: task %s not run: %s",
+            self.name,
+            task_id,
+            "its entry is another worker's" if verdict == "lost" else f"it is already {status}",
+        )
+        return False
+
+    def _call_begin(self, delivery: Delivery) -> tuple[str, str]:
         s, task_id = self.settings, delivery.task_id
         running = StatusEvent(status="running", message=f"running on {self.name}")
         verdict, status = self._retry.call(
@@ -252,16 +243,7 @@ class TaskConsumer(RedisUser):
                 running.to_json(),
             ],
         )
-        if verdict == "started":
-            return True
-        self._drop(delivery)
-        logger.info(
-            "worker %s: task %s not run: %s",
-            self.name,
-            task_id,
-            "its entry is another worker's" if verdict == "lost" else f"it is already {status}",
-        )
-        return False
+        return str(verdict), str(status)
 
     def settle(self, delivery: Delivery, outcome: Outcome, *, agent_name: str = "") -> Settled:
         """Record how an attempt ended, in one script call (see ``settle.lua``).
@@ -312,9 +294,20 @@ class TaskConsumer(RedisUser):
         )
         return Settled(verdict, TaskStatus.parse(status))
 
-    def _drop(self, delivery: Delivery) -> None:
+    def abandon(self, delivery: Delivery) -> None:
+        """Stop holding a delivery that cannot be settled now (Redis is away, say): it is
+        no longer kept alive, so it is taken over once past the visibility timeout."""
+        if self._drop(delivery):
+            logger.warning(
+                "worker %s: task %s abandoned unsettled (entry %s); it will be reclaimed",
+                self.name,
+                delivery.task_id,
+                delivery.entry_id,
+            )
+
+    def _drop(self, delivery: Delivery) -> bool:
         with self._lock:
-            self._in_flight.pop(delivery.entry_id, None)
+            return self._in_flight.pop(delivery.entry_id, None) is not None
 
     def in_flight(self) -> list[Delivery]:
         """The deliveries claimed and not yet settled."""
@@ -327,19 +320,22 @@ class TaskConsumer(RedisUser):
         """Reset the idle time of every entry held, so none is reclaimed while it runs.
 
         Returns (and stops holding) the deliveries whose entries another worker
-        has taken over.
+        has taken over. Entries nobody holds any more were settled or released
+        meanwhile: they are let go without a word.
         """
         held = {d.entry_id: d for d in self.in_flight()}
         if not held:
             return []
         s = self.settings
-        lost_ids = self._retry.call(
+        taken_ids, gone_ids = self._retry.call(
             self._scripts["keep_alive"], keys=[s.name], args=[s.group, self.name, *held]
         )
-        lost = [held[entry_id] for entry_id in lost_ids]
-        for delivery in lost:
+        for entry_id in gone_ids:
+            self._drop(held[entry_id])
+        taken = [held[entry_id] for entry_id in taken_ids]
+        for delivery in taken:
             self._drop(delivery)
-        return lost
+        return taken
 
     def _promote_on_schedule(self) -> None:
         now = time.monotonic()

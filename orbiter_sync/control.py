@@ -27,8 +27,10 @@ logger = logging.getLogger(__name__)
 class RunControl:
     """The stop switch of one run, shared by its slot and whoever stops it."""
 
-    def __init__(self, task_id: str) -> None:
+    def __init__(self, task_id: str, entry_id: str = "") -> None:
         self.task_id = task_id
+        self.entry_id = entry_id
+        """The stream entry the run came in (a task's retries come in different ones)."""
         self.reason: StopReason | None = None
         self.event = threading.Event()
         self._lock = threading.Lock()
@@ -91,11 +93,12 @@ class RunTracker:
         with self._lock:
             return list(self._running)
 
-    def stop(self, task_id: str, reason: StopReason) -> bool:
-        """Stop the run of ``task_id`` if it runs here; True if it did."""
+    def stop(self, task_id: str, reason: StopReason, *, entry_id: str | None = None) -> bool:
+        """Stop the run of ``task_id`` (only the one that came in ``entry_id``, when given)
+        if it runs here; True if it did."""
         with self._lock:
             control = self._running.get(task_id)
-        if control is None:
+        if control is None or (entry_id is not None and control.entry_id != entry_id):
             return False
         logger.info("worker %s: stopping task %s (%s)", self.worker_id, task_id, reason)
         control.stop(reason)

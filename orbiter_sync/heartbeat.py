@@ -115,7 +115,7 @@ class Heartbeat:
             logger.warning(
                 "worker %s: task %s was taken over by another worker", self.worker_id, lost.task_id
             )
-            self.runs.stop(lost.task_id, StopReason.LOST)
+            self.runs.stop(lost.task_id, StopReason.LOST, entry_id=lost.entry_id)
         if running:
             for task_id, status in self.store.statuses(running).items():
                 if status == TaskStatus.CANCELLED:  # its pub/sub cancel may have been lost

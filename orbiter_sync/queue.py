@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import tenacity
 
 from orbiter_sync import keys
+from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.models import TaskPayload
 
 DEFAULT_MAX_RETRIES = 3
@@ -56,9 +57,12 @@ class QueueSettings:
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.max_deliveries < 1 or self.visibility_timeout <= 0:
-            raise ValueError("max_retries >= 0, max_deliveries >= 1, visibility_timeout > 0")
+            raise ConfigurationError(
+                "queue settings need max_retries >= 0, max_deliveries >= 1 and "
+                "visibility_timeout > 0"
+            )
         if self.task_ttl < 1 or self.event_ttl < 1:
-            raise ValueError("task_ttl and event_ttl must be at least 1 second")
+            raise ConfigurationError("task_ttl and event_ttl must be at least 1 second")
 
     @property
     def group(self) -> str:

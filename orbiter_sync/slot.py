@@ -76,13 +76,21 @@ class Slot:
                     )
 
     def process(self, delivery: Delivery) -> None:
-        """Run one claimed task and settle it."""
+        """Run one claimed task and settle it. If that fails (Redis gone past the retry
+        budget, say), the delivery is abandoned: no longer kept alive, it is reclaimed."""
+        try:
+            self._process(delivery)
+        except BaseException:
+            self.consumer.abandon(delivery)
+            raise
+
+    def _process(self, delivery: Delivery) -> None:
         if self.stopping.is_set():
             self.settle(delivery, Outcome.released("worker stopping before it started"))
             return
         if not self.consumer.begin(delivery):
             return
-        control = RunControl(delivery.task_id)
+        control = RunControl(delivery.task_id, delivery.entry_id)
         self.runs.track(control)
         try:
             logger.info(

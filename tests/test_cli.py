@@ -136,18 +136,19 @@ def test_health_is_unhealthy_when_redis_is_unreachable() -> None:
 # -- queue stats -------------------------------------------------------------------------
 
 
-def test_queue_stats(redis_url: str, producer: TaskProducer) -> None:
+def test_queue_stats(redis_url: str, producer: TaskProducer, r: redis.Redis) -> None:
     # Given three tasks, one claimed by a consumer, one retry waiting out its backoff
     # and one dead letter
-    for n in range(3):
+    producer.submit(TaskPayload(task_id="t0", agent_config=agent("echo"), input="x"))
+    r.xadd("orbiter:tasks", {"payload": "{unreadable"})
+    for n in (1, 2):
         producer.submit(TaskPayload(task_id=f"t{n}", agent_config=agent("echo"), input="x"))
     consumer = TaskConsumer(redis_url, "consumer-1")
     claimed = consumer.claim(timeout=1)
     assert claimed is not None and consumer.begin(claimed)
     consumer.settle(claimed, Outcome.failed(RuntimeError("boom")))
-    claimed = consumer.claim(timeout=1)
-    assert claimed is not None
-    consumer.dead_letter("0-1", "unreadable", {"payload": "{"})
+    claimed = consumer.claim(timeout=1)  # dead-letters the unreadable entry on the way
+    assert claimed is not None and claimed.task_id == "t1"
     time.sleep(0.01)  # so the oldest pending entry has an age
 
     # When

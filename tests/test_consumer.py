@@ -8,10 +8,21 @@ import time
 
 import pytest
 import redis
-from helpers import claim_and_begin, events_of, pending_count, terminal_events, wait_for
+from helpers import (
+    LostFirstReply,
+    claim_and_begin,
+    events_of,
+    pending_count,
+    stream_entries,
+    terminal_events,
+    wait_for,
+)
 
 from orbiter_sync.admin import QueueAdmin
+from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.embedded import EmbeddedRedis
+from orbiter_sync.errors import RedisUnavailableError
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import Outcome
 from orbiter_sync.producer import TaskProducer
@@ -239,3 +250,62 @@ def test_leave_removes_an_idle_consumer_from_the_group(
     consumer.settle(delivery, Outcome.completed({}))
     consumer.leave()
     assert r.xinfo_consumers("orbiter:tasks", "orbiter:tasks:group") == []
+
+
+def test_entries_settled_meanwhile_are_not_reported_as_taken_over(
+    redis_url: str, producer: TaskProducer, consumer: TaskConsumer
+) -> None:
+    # Given an entry settled by another handle of the same consumer (a slot) after the
+    # heartbeat took its snapshot of what is held
+    producer.submit(TaskPayload(input="x"))
+    delivery = claim_and_begin(consumer)
+    same_worker = TaskConsumer(redis_url, "w1")
+    same_worker.settle(delivery, Outcome.completed({}))
+    # When the heartbeat keeps what it holds alive
+    taken = consumer.keep_alive()
+    # Then nothing was taken over, and the settled entry is no longer held
+    assert taken == [] and consumer.in_flight() == []
+
+
+def test_a_retried_begin_writes_one_running_event(
+    redis_url: str, producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
+) -> None:
+    payload = TaskPayload(input="x")
+    producer.submit(payload)
+    delivery = consumer.claim(timeout=1)
+    assert delivery is not None
+    unlucky = TaskConsumer(redis_url, "w1", retry=LostFirstReply())
+
+    assert unlucky.begin(delivery)
+
+    assert [e["status"] for e in events_of(r, payload.task_id)] == ["running"]
+
+
+def test_a_retried_dead_letter_writes_one_dead_letter(
+    redis_url: str, consumer: TaskConsumer, admin: QueueAdmin, r: redis.Redis
+) -> None:
+    r.xadd("orbiter:tasks", {"payload": "{"})
+    consumer.ensure_group()
+    [(entry_id, fields)] = stream_entries(r, "orbiter:tasks")
+    r.xreadgroup("orbiter:tasks:group", "w1", {"orbiter:tasks": ">"})  # w1 holds it now
+    unlucky = TaskConsumer(redis_url, "w1", retry=LostFirstReply())
+
+    unlucky.dead_letter(entry_id, "unreadable", fields)
+
+    assert len(admin.dead_letters()) == 1
+    assert r.xlen("orbiter:tasks") == 0 and pending_count(r) == 0
+
+
+def test_a_begin_that_fails_abandons_the_delivery() -> None:
+    with EmbeddedRedis() as server:
+        consumer = TaskConsumer(server.url, "w1", retry=RetryPolicy(deadline=0.3))
+        TaskProducer(server.url).submit(TaskPayload(input="x"))
+        delivery = consumer.claim(timeout=1)
+        assert delivery is not None and consumer.in_flight() == [delivery]
+        server.kill()  # Redis is gone past the retry budget
+
+        with pytest.raises(RedisUnavailableError):
+            consumer.begin(delivery)
+
+        # no longer held, so no longer kept alive: it is reclaimed once Redis is back
+        assert consumer.in_flight() == []

@@ -1,4 +1,5 @@
 import configparser
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -13,13 +14,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_holds_the_package_and_its_cli_but_no_top_level_cli(tmp_path: Path) -> None:
+    # Built from a copy of the tree without build/: setuptools never empties that
+    # folder, so a module deleted from the source would still ship from it.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"))  # fmt: skip
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
     [wheel] = tmp_path.glob("orbiter_sync-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+
+    # exactly the package's modules: nothing stale, nothing missing
+    shipped = {n for n in names if n.endswith(".py")}
+    expected = {f"orbiter_sync/{p.relative_to(ROOT / 'orbiter_sync').as_posix()}"
+                for p in (ROOT / "orbiter_sync").rglob("*.py")}  # fmt: skip
+    expected |= {f"orbiter_sync/cli/{p.relative_to(ROOT / 'cli').as_posix()}"
+                 for p in (ROOT / "cli").rglob("*.py")}  # fmt: skip
+    assert shipped == expected
 
     assert "orbiter_sync/__init__.py" in names
     assert "orbiter_sync/cli/main.py" in names

@@ -9,6 +9,7 @@ import redis
 from helpers import ConnectionKiller, stream_entries, terminal_events, wait_for
 
 from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import Outcome
 from orbiter_sync.producer import TaskProducer
@@ -122,5 +123,5 @@ def test_exactly_200_tasks_queued_while_connections_are_killed(
     ],
 )
 def test_bad_queue_settings_are_rejected(bad: dict[str, int]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         QueueSettings(**bad)  # type: ignore[arg-type]

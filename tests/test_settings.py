@@ -22,9 +22,14 @@ def test_settings_or_keywords_but_never_both(redis_url: str) -> None:
     with pytest.raises(ConfigurationError, match="unknown worker setting.*concurency"):
         Worker(redis_url, concurency=4)  # type: ignore[call-arg]
 
-    assert Worker(redis_url, concurrency=4).settings == WorkerSettings(concurrency=4)
+    by_keywords = Worker(redis_url, concurrency=4)
     given = WorkerSettings(concurrency=3, max_retries=1)
-    assert Worker(redis_url, settings=given).settings is given
+    by_settings = Worker(redis_url, settings=given)
+    assert by_keywords.settings == WorkerSettings(concurrency=4)
+    assert by_settings.settings is given
+    assert by_settings.consumer.settings.max_retries == 1
+    for worker in (by_keywords, by_settings):
+        worker.client.close()
 
 
 def test_keywords_and_settings_fields_are_the_same_names() -> None:

@@ -6,9 +6,11 @@ import json
 import time
 from typing import cast
 
+import pytest
 import redis
 import tenacity
 from helpers import (
+    LostFirstReply,
     claim_and_begin,
     events_of,
     pending_count,
@@ -17,6 +19,7 @@ from helpers import (
     wait_for,
 )
 
+from orbiter_sync import lua
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.errors import AgentConfigError
 from orbiter_sync.events import EventSubscriber
@@ -36,7 +39,7 @@ def test_settle_completed_records_acks_and_ends_the_stream_once(
     delivery = claim_and_begin(consumer)
 
     settled = consumer.settle(delivery, Outcome.completed({"output": "hi"}))
-    again = consumer.settle(delivery, Outcome.completed({"output": "hi"}))  # a retried call
+    again = consumer.settle(delivery, Outcome.completed({"output": "hi"}))  # a second call
 
     assert settled.written and settled.status == "completed"
     assert not again.written and again.verdict == "gone" and again.status == "completed"
@@ -156,7 +159,7 @@ def test_a_released_task_goes_back_to_the_queue_and_a_late_settle_writes_nothing
 
     settled = consumer.settle(delivery, Outcome.released("worker stopping"))
 
-    assert settled.written
+    assert settled.written and settled.status == "pending"
     state = r.hgetall(f"orbiter:task:{payload.task_id}")
     assert state["status"] == "pending" and state["retries"] == "0"
     [(_, fields)] = stream_entries(r, "orbiter:tasks")
@@ -228,3 +231,63 @@ def test_subscriber_sees_retry_and_terminal_events_in_order(
         ("status", "running"),
         ("status", "error"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [
+        (Outcome.completed({"output": 1}), "completed"),
+        (Outcome.failed(ValueError("x")), "retrying"),
+        (Outcome.failed(ValueError("x"), retryable=False), "failed"),
+        (Outcome.released(), "pending"),
+    ],
+)
+def test_a_settle_retried_after_a_lost_reply_reports_what_it_did(
+    redis_url: str, producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis,
+    outcome: Outcome, status: str,
+) -> None:  # fmt: skip
+    payload = TaskPayload(input="x")
+    producer.submit(payload)
+    delivery = claim_and_begin(consumer)
+    unlucky = TaskConsumer(redis_url, "w1", retry=LostFirstReply())
+
+    settled = unlucky.settle(delivery, outcome)
+
+    assert settled.written and settled.status == status
+    assert r.hget(f"orbiter:task:{payload.task_id}", "status") == status
+    assert len(events_of(r, payload.task_id)) == 2  # running, then one event of the settle
+    assert pending_count(r) == 0
+
+
+def test_a_run_cancelled_while_it_failed_stays_cancelled_with_a_plain_event(
+    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
+) -> None:
+    payload = TaskPayload(input="x")
+    producer.submit(payload)
+    delivery = claim_and_begin(consumer)
+    producer.cancel(payload.task_id)
+
+    settled = consumer.settle(delivery, Outcome.timed_out(1))
+
+    assert settled.status == "cancelled"
+    assert r.hget(f"orbiter:task:{payload.task_id}", "retries") == "0"
+    last = events_of(r, payload.task_id)[-1]
+    assert (last["type"], last["status"], last["message"]) == ("status", "cancelled", "")
+
+
+def test_settle_refuses_an_outcome_it_does_not_know(
+    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
+) -> None:
+    producer.submit(TaskPayload(task_id="t", input="x"))
+    delivery = claim_and_begin(consumer)
+    settle = lua.register(r, "settle")
+    keys = ["orbiter:tasks", "orbiter:task:t", "orbiter:task:index", "orbiter:stream:t",
+            "orbiter:tasks:delayed"]  # fmt: skip
+    args: list[str | int] = ["orbiter:tasks:group", "w1", delivery.entry_id, "t", "exploded",
+                             "1", 60, "orbiter:events:t", 60, "e1", "{}", "", "", "", "{}", "",
+                             3, "[1]"]  # fmt: skip
+
+    with pytest.raises(redis.ResponseError, match="unknown outcome exploded"):
+        settle(keys=keys, args=args)
+
+    assert r.hget("orbiter:task:t", "status") == "running" and pending_count(r) == 1

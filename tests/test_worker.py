@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import TEST_POOL, Spawn, log_of, wait_for
+from helpers import TEST_POOL, Spawn, log_of, pending_count, wait_for
 
 from orbiter_sync import TaskHandle, TaskPayload, distributed
 from orbiter_sync.admin import QueueAdmin
@@ -216,6 +216,22 @@ def test_second_signal_releases_at_once(
     state = handle.status()
     assert state is not None and state.status == "pending"
     assert r.xlen("orbiter:tasks") == 1
+
+
+def test_a_run_that_cannot_be_stopped_is_released_by_the_worker(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    worker = spawn_worker(redis_url, "--shutdown-timeout", "0.3")
+    handle = distributed(agent("nap"), "30", redis_url=redis_url)  # a plain sync function
+    wait_for(lambda: r.hget(f"orbiter:task:{handle.task_id}", "status") == "running")
+
+    worker.send_signal(signal.SIGTERM)
+
+    assert worker.wait(timeout=20) == 0
+    state = handle.status()
+    assert state is not None and state.status == "pending" and state.retries == 0
+    assert r.xlen("orbiter:tasks") == 1 and pending_count(r) == 0
+    assert "did not stop; releasing it" in log_of(worker)
 
 
 def test_sigkill_during_a_task_and_another_worker_completes_it(

@@ -18,6 +18,7 @@
 -- ARGV[10] running event the `running` status event JSON
 -- Returns {verdict, status}: verdict `started`; `ended` (acknowledged, not to be
 -- run); or `lost` (this consumer no longer holds the entry: nothing written).
+-- A call retried after a lost reply writes the `running` event only once.
 
 local queue = KEYS[1]
 local task_key = KEYS[2]
@@ -44,7 +45,7 @@ end
 local status, written = set_status(task_key, index_key, task_id, 'running', task_ttl,
                                    {'worker_id', consumer, 'started_at', now})
 if written then
-  append_event(stream, event_channel, event_ttl, running_event, eid)
+  append_event_once(stream, event_channel, event_ttl, running_event, eid)
   return {'started', status}
 end
 ack_and_delete(queue, group, entry_id)

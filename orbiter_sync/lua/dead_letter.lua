@@ -1,5 +1,6 @@
 -- dead_letter.lua: moves an entry that can never run to the dead-letter stream, with
--- its reason, and fails its task (when its id could be read).
+-- its reason, and fails its task (when its id could be read). Only an entry the
+-- consumer still holds: a call retried after a lost reply writes nothing more.
 --
 -- KEYS[1] queue          the queue stream
 -- KEYS[2] dead letters   {queue}:dead
@@ -10,7 +11,7 @@
 -- ARGV[2] entry id
 -- ARGV[3] reason
 -- ARGV[4] entry          the raw entry's fields, as JSON
--- ARGV[5] worker id
+-- ARGV[5] worker id      the consumer holding the entry
 -- ARGV[6] now            unix time
 -- ARGV[7] task id        '' when unknown
 -- ARGV[8] task ttl       seconds
@@ -18,7 +19,7 @@
 -- ARGV[10] event channel
 -- ARGV[11] eid           de-duplication id of the terminal event
 -- ARGV[12] maxlen        approximate cap of the dead-letter stream
--- Returns 1.
+-- Returns 1 when the entry was dead-lettered, 0 when this consumer did not hold it.
 
 local queue = KEYS[1]
 local dead_letters = KEYS[2]
@@ -42,6 +43,7 @@ local maxlen = ARGV[12]
 --- @include "events"
 --- @include "entries"
 
+if not owner_is(queue, group, entry_id, worker_id) then return 0 end
 redis.call('XADD', dead_letters, 'MAXLEN', '~', maxlen, '*', 'entry_id', entry_id,
            'task_id', task_id, 'reason', reason, 'entry', entry, 'worker_id', worker_id,
            'dead_at', now)

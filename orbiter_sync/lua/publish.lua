@@ -16,11 +16,4 @@ local event_channel = ARGV[4]
 
 --- @include "events"
 
-local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local f = last[1][2]
-  for i = 1, #f, 2 do
-    if f[i] == 'eid' and f[i + 1] == eid then return last[1][1] end
-  end
-end
-return append_event(stream, event_channel, event_ttl, event, eid)
+return append_event_once(stream, event_channel, event_ttl, event, eid)

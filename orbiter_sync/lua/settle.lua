@@ -4,12 +4,14 @@
 --
 -- Fenced: when this consumer no longer holds the entry in the group's pending
 -- list (another worker took it over while this one was judged dead, or it was
--- released at shutdown, or this is a retry of a call that already settled it)
--- nothing at all is written.
+-- released at shutdown) nothing at all is written. A call retried after a lost
+-- reply finds the entry settled and its own event last in the stream: it writes
+-- nothing and reports what the first call did.
 --
 -- Outcomes:
 --   completed   status completed, result, completed_at; terminal `completed` event
---   failed      failed for good: status failed, error, completed_at; `error` event
+--   failed      failed for good: status failed, error, completed_at; terminal `error`
+--               event whose message is the error
 --   retry       a failed attempt: while retries < max retries, status retrying
 --               with retries + 1 and the error, a recoverable `error` event, and
 --               the payload waits in the delayed set for its backoff; else as failed
@@ -36,14 +38,15 @@
 -- ARGV[10] eid           de-duplication id of the event written
 -- ARGV[11] payload       the entry's raw payload (re-delayed or re-queued as it came)
 -- ARGV[12] result        result JSON (completed)
--- ARGV[13] error         error text (failed, retry), also the terminal event's message
--- ARGV[14] message       message of a terminal event of completed or cancelled
+-- ARGV[13] error         error text (failed, retry)
+-- ARGV[14] message       message of the terminal event of completed or cancelled
 -- ARGV[15] event         the recoverable `error` event JSON (retry, released)
 -- ARGV[16] agent name    for the terminal event
 -- ARGV[17] max retries
 -- ARGV[18] backoffs      JSON list: seconds to wait before retry 1, 2, ...
 -- Returns {verdict, status}: verdict `settled`, `lost` (another consumer holds the
--- entry) or `gone` (nobody does); status is the task's status afterwards.
+-- entry) or `gone` (nobody does, and not through this call); status is the task's
+-- status afterwards.
 
 local queue = KEYS[1]
 local task_key = KEYS[2]
@@ -73,15 +76,24 @@ local backoffs = cjson.decode(ARGV[18])
 --- @include "events"
 --- @include "entries"
 
+local OUTCOMES = {completed = true, failed = true, retry = true, cancelled = true,
+                  released = true}
+if not OUTCOMES[outcome] then
+  return redis.error_reply('settle.lua: unknown outcome ' .. tostring(outcome))
+end
+
 local current = redis.call('HGET', task_key, 'status')
 local owned = owner_is(queue, group, entry_id, consumer)
-if owned == nil then return {'gone', current or ''} end
+if owned == nil then
+  if written_by(stream, eid) then return {'settled', current or ''} end
+  return {'gone', current or ''}
+end
 if not owned then return {'lost', current or ''} end
 
 if outcome == 'released' then
   if may_become(current, 'pending') then
     if current == 'running' then
-      set_status(task_key, index_key, task_id, 'pending', task_ttl, {})
+      current = set_status(task_key, index_key, task_id, 'pending', task_ttl, {})
     end
     redis.call('XADD', queue, '*', 'payload', payload)
     append_event(stream, event_channel, event_ttl, recoverable_event, eid)
@@ -103,6 +115,12 @@ if outcome == 'retry' then
     redis.call('ZADD', delayed, tonumber(now) + delay, payload)
     ack_and_delete(queue, group, entry_id)
     return {'settled', 'retrying'}
+  end
+  if not may_become(current, 'failed') then
+    -- it ended meanwhile (cancelled while it ran): it keeps that status
+    ack_and_delete(queue, group, entry_id)
+    end_stream(stream, event_channel, event_ttl, current, '', agent_name, eid)
+    return {'settled', current}
   end
   outcome = 'failed'
 end

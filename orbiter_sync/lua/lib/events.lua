@@ -28,6 +28,23 @@ local function append_event(stream, channel, ttl, event, eid)
   return id
 end
 
+-- The id of the stream's last entry when it carries de-duplication id `eid`: the
+-- event a call retried after a lost reply already wrote.
+local function written_by(stream, eid)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last == 0 then return nil end
+  local f = last[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'eid' and f[i + 1] == eid then return last[1][1] end
+  end
+  return nil
+end
+
+-- Appends the event unless a retried call already did; returns its entry id.
+local function append_event_once(stream, channel, ttl, event, eid)
+  return written_by(stream, eid) or append_event(stream, channel, ttl, event, eid)
+end
+
 -- Appends the terminal event matching a final task status, unless the stream
 -- already ends with one. Returns true when it wrote one.
 local function end_stream(stream, channel, ttl, task_status, message, agent_name, eid)
