@@ -13,7 +13,7 @@ Every error the library raises on purpose derives from :class:`OrbiterError`, so
      |    +-- TaskCancelledError   the task ended in ``cancelled``
      |    +-- TaskTimeoutError     a wait for the task (result, stream) ran out of time
      +-- AgentConfigError          an agent_config that can never run (not retried)
-     |    +-- ImportNotAllowedError  it names a module outside the import allowlist
+     |    +-- ImportNotAllowedError  it names what the import allowlist does not allow
      +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
 
 Not errors, and not here: ``RunInterrupted`` (outcome.py, beside ``StopReason``),
@@ -104,4 +104,6 @@ class AgentConfigError(OrbiterError):
 
 
 class ImportNotAllowedError(AgentConfigError):
-    """A payload named a module outside the operator's import allowlist."""
+    """A payload named something the import allowlist does not let it reach: a module
+    outside it, or in an allowed module anything but a function, class or tool defined
+    there (a module, a re-export, a builtin, a bound method, a private or dunder name)."""

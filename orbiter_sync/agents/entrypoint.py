@@ -2,7 +2,9 @@
 
 ``func(input, **context)`` may be an async generator, a coroutine function, a
 generator or a plain function; the executor runs whichever it is. The function
-is reached only through the import allowlist (imports.py).
+is reached only through the import allowlist (imports.py): it must be one
+function, class or ``@tool``-style wrapper *defined in* an allowed module, never
+an attribute chain, a re-export, a built-in or a bound method.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def resolve(agent_config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent
     path = agent_config["entrypoint"]
     if not isinstance(path, str):
         raise AgentConfigError("agent_config.entrypoint must be a string 'pkg.module:func'")
-    target = import_allowed(path, policy)
+    target = import_allowed(path, policy, what=KIND)
     if not callable(target):
         raise AgentConfigError(f"entrypoint {path!r} is not callable")
     name = agent_config.get("name")
