@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import click
 import redis
@@ -21,22 +21,20 @@ from tabulate import tabulate
 
 from orbiter_sync import keys
 from orbiter_sync.admin import QueueAdmin
-from orbiter_sync.connection import (
-    RetryPolicy,
-    connect,
-    mask_url,
-    resolve_redis_url,
-)
+from orbiter_sync.connection import Budget, connect
 from orbiter_sync.env import HEROKU_URL_ENV, URL_ENV
 from orbiter_sync.errors import ConfigurationError, OrbiterError
 from orbiter_sync.producer import TaskProducer
 from orbiter_sync.queue import QueueSettings
 from orbiter_sync.store import TaskStore
+from orbiter_sync.urls import mask_url, resolve_redis_url, url_secrets
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Commands fail fast: an operator waits five seconds for Redis, not thirty.
-CLI_RETRY = RetryPolicy(deadline=5.0)
+# Commands fail fast: an operator (or a container health check) waits five seconds for
+# Redis, not thirty, and a hung Redis too: socket timeouts and retries both fit in it.
+CLI_BUDGET = Budget(5.0)
+CLI_RETRY = CLI_BUDGET.retry
 TABLE_FORMAT = "simple_outline"  # the guide's box tables
 
 
@@ -63,22 +61,27 @@ class OrbiterGroup(click.Group):
 
 
 def _scrub(message: str, ctx: click.Context) -> str:
-    """Remove any password the user gave us from ``message``."""
+    """Remove any password the user gave us from ``message``: a URL becomes its masked
+    form, then every secret in it becomes ``***`` (one under 4 characters only where it
+    stands alone, so that words survive)."""
+    for url in sorted(_urls_of(ctx), key=len, reverse=True):
+        message = message.replace(url, mask_url(url))
     for secret in _secrets_of(ctx):
-        message = message.replace(secret, "***")
+        if len(secret) >= 4:
+            message = message.replace(secret, "***")
+        else:
+            message = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", message)
     return message
 
 
-def _secrets_of(ctx: click.Context) -> list[str]:
+def _urls_of(ctx: click.Context) -> list[str]:
     urls = [os.environ.get(URL_ENV, ""), os.environ.get(HEROKU_URL_ENV, "")]
-    urls += ctx.meta.get(_URLS_SEEN, [])
-    found: list[str] = []
-    for url in filter(None, urls):
-        if mask_url(url) != url:
-            userinfo = url.split("://", 1)[-1].rpartition("@")[0]
-            password = userinfo.partition(":")[2]
-            found += [url, password, unquote(password)] if password else [url]
-    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+    return [url for url in urls + ctx.meta.get(_URLS_SEEN, []) if url]
+
+
+def _secrets_of(ctx: click.Context) -> list[str]:
+    """The secrets of every URL the command may have used, longest first."""
+    return sorted({s for url in _urls_of(ctx) for s in url_secrets(url)}, key=len, reverse=True)
 
 
 _URLS_SEEN = "orbiter_sync.redis_urls"  # ctx.meta is shared by a command and its parents
@@ -126,7 +129,7 @@ class Target:
 
     @cached_property
     def client(self) -> redis.Redis:
-        return connect(self.url)
+        return connect(self.url, budget=CLI_BUDGET)
 
     @cached_property
     def producer(self) -> TaskProducer:

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import click
 
-from orbiter_sync.connection import mask_url, resolve_redis_url
 from orbiter_sync.env import ALLOW_IMPORTS_ENV, POOL_ENV, URL_ENV
 from orbiter_sync.errors import OrbiterError
 from orbiter_sync.executors import EXECUTORS, default_executor
 from orbiter_sync.pools import POOLS
+from orbiter_sync.urls import mask_url, resolve_redis_url
 from orbiter_sync.worker import Worker, WorkerSettings
 
 from .common import ConfigError, remember_url

@@ -11,7 +11,7 @@ The public API, by role:
   stats, dead letters), ``QueueSettings`` and ``Delivery`` (queue.py), ``Outcome``
   (outcome.py); task state: ``TaskStore`` (store.py)
 - events: ``EventPublisher``, ``EventSubscriber`` and the event types (events.py)
-- connections: ``resolve_redis_url``, ``mask_url`` (connection.py)
+- connections: ``resolve_redis_url``, ``mask_url`` (urls.py)
 - errors: ``OrbiterError`` and its tree (errors.py)
 
 Names are imported on first use (PEP 562), so ``import orbiter_sync`` is cheap and
@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from orbiter_sync.admin import QueueAdmin, QueueStats
     from orbiter_sync.client import TaskHandle, distributed
-    from orbiter_sync.connection import mask_url, resolve_redis_url
     from orbiter_sync.consumer import TaskConsumer
     from orbiter_sync.errors import (
         ConfigurationError,
@@ -61,6 +60,7 @@ if TYPE_CHECKING:
     from orbiter_sync.queue import Delivery, QueueSettings
     from orbiter_sync.settings import WorkerSettings
     from orbiter_sync.store import TaskStore
+    from orbiter_sync.urls import mask_url, resolve_redis_url
     from orbiter_sync.worker import Worker
 
 __version__ = "0.2.0"
@@ -70,8 +70,8 @@ _MODULE_OF = {
     "QueueStats": "orbiter_sync.admin",
     "TaskHandle": "orbiter_sync.client",
     "distributed": "orbiter_sync.client",
-    "mask_url": "orbiter_sync.connection",
-    "resolve_redis_url": "orbiter_sync.connection",
+    "mask_url": "orbiter_sync.urls",
+    "resolve_redis_url": "orbiter_sync.urls",
     "ConfigurationError": "orbiter_sync.errors",
     "OrbiterError": "orbiter_sync.errors",
     "RedisUnavailableError": "orbiter_sync.errors",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orbiter_sync import keys
-from orbiter_sync.connection import resolve_redis_url, shared_client
+from orbiter_sync.connection import shared_client
 from orbiter_sync.errors import (
     TaskCancelledError,
     TaskFailedError,
@@ -27,6 +27,7 @@ from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
 from orbiter_sync.producer import TaskProducer
 from orbiter_sync.queue import QueueSettings
 from orbiter_sync.store import TaskStore
+from orbiter_sync.urls import resolve_redis_url
 
 logger = logging.getLogger(__name__)
 

@@ -1,142 +1,60 @@
-"""Redis URLs, connection pools, password masking and the retry policy for Redis calls.
+"""Connections: clients and their pools, time budgets, and the retry policy.
 
-Supported URLs: ``redis://``, ``rediss://`` (TLS; add ``?ssl_cert_reqs=none``, or set
+URLs are urls.py's: ``redis://``, ``rediss://`` (TLS; add ``?ssl_cert_reqs=none``, or set
 ``ORBITER_REDIS_SSL_CERT_REQS=none``, for Heroku's self-signed certificates), ``unix://`` and
-``redis+sentinel://[:password@]host1:port1,host2:port2/mastername[/db]``
-(``rediss+sentinel://`` for TLS to the master; ``?sentinel_password=`` when the
-sentinels themselves require a password).
+``redis+sentinel://``.
 
-Every long-lived object owns one :class:`redis.Redis` client, and so one
-thread-safe connection pool. The pool is unbounded, so a slot blocked in
-``XREADGROUP`` holds its own connection and never starves the heartbeat or the
-publisher of one. redis-py's own retry is switched off: :class:`RetryPolicy`
-(tenacity) is the single place where dropped connections are retried.
+Every long-lived object owns one :class:`redis.Redis` client, and so one thread-safe connection
+pool. The pool is unbounded, so a slot blocked in ``XREADGROUP`` holds its own connection and
+never starves the heartbeat or the publisher of one. redis-py's own retry is switched off:
+:class:`RetryPolicy` (tenacity) is the single place where dropped connections are retried.
+Short-lived callers (the CLI) bound each call with a :class:`Budget`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote
 
 import redis
 import tenacity
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+from redis.utils import HIREDIS_AVAILABLE
 
-from orbiter_sync.env import CERT_REQS_ENV, HEROKU_URL_ENV, URL_ENV
+from orbiter_sync.env import CERT_REQS_ENV
 from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
+from orbiter_sync.urls import bad_url, parse_sentinel_url, resolve_redis_url
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _CERT_REQS = ("none", "optional", "required")
-DEFAULT_SENTINEL_PORT = 26379
 UNBOUNDED_POOL = 2**31 - 1
 
-_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
-_SECRET_QUERY = re.compile(
-    r"((?:^|[?&;])[^=&;]*(?:password|passwd|token|secret)[^=&;]*=)[^&;]*", re.I
-)
 
-
-def resolve_redis_url(url: str | None = None, env: Mapping[str, str] | None = None) -> str:
-    """The URL to use: ``url`` if given, else ``ORBITER_REDIS_URL``, else ``REDIS_URL``."""
-    env = os.environ if env is None else env
-    chosen = url or env.get(URL_ENV) or env.get(HEROKU_URL_ENV)
-    if not chosen:
-        raise ConfigurationError(
-            f"no Redis URL: pass --redis-url / redis_url=, or set {URL_ENV} (or {HEROKU_URL_ENV})"
-        )
-    scheme = chosen.split("://", 1)[0].lower() if "://" in chosen else ""
-    if scheme not in _SCHEMES:
-        raise ConfigurationError(
-            f"unsupported Redis URL {mask_url(chosen)!r}: use redis://, rediss://, unix:// "
-            "or redis+sentinel://host1:port1,host2:port2/mastername[/db]"
-        )
-    return chosen
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password (in the user part or the query) replaced by ``***``."""
-    if "://" not in url:
-        return _SECRET_QUERY.sub(r"\1***", url)
-    scheme, rest = url.split("://", 1)
-    query_at = rest.find("?")
-    head, query = (rest, "") if query_at < 0 else (rest[:query_at], rest[query_at:])
-    at = head.rfind("@")
-    if at >= 0:
-        userinfo, host = head[:at], head[at + 1 :]
-        user, sep, password = userinfo.partition(":")
-        masked = f"{user}:***" if sep and password else (userinfo if sep else "***")
-        head = f"{masked}@{host}"
-    return f"{scheme}://{head}" + _SECRET_QUERY.sub(r"\1***", query)
-
-
-@dataclass(frozen=True)
-class SentinelURL:
-    """The parts of a ``redis+sentinel://`` URL."""
-
-    hosts: tuple[tuple[str, int], ...]
-    master: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
-    ssl: bool = False
-
-
-def parse_sentinel_url(url: str) -> SentinelURL:
-    """Parse ``redis+sentinel://[[user]:password@]h1:p1,h2:p2/mastername[/db]``."""
-    scheme, _, rest = url.partition("://")
-    rest, _, query = rest.partition("?")
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at:
-        userinfo, hostpart = "", rest
-    netloc, _, path = hostpart.partition("/")
-    hosts: list[tuple[str, int]] = []
-    for item in filter(None, netloc.split(",")):
-        host, colon, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
-        try:
-            hosts.append((host or item, int(port) if colon else DEFAULT_SENTINEL_PORT))
-        except ValueError:
-            raise ConfigurationError(f"bad sentinel address {item!r} in {mask_url(url)}") from None
-    parts = [p for p in path.split("/") if p]
-    if not hosts or not parts or len(parts) > 2:
-        raise ConfigurationError(
-            f"bad sentinel URL {mask_url(url)!r}: expected "
-            "redis+sentinel://host1:port1,host2:port2/mastername[/db]"
-        )
-    try:
-        db = int(parts[1]) if len(parts) == 2 else 0
-    except ValueError:
-        raise ConfigurationError(f"bad database number in {mask_url(url)!r}") from None
-    user, _, password = userinfo.partition(":")
-    params = parse_qs(query)
-    return SentinelURL(
-        hosts=tuple(hosts),
-        master=unquote(parts[0]),
-        db=db,
-        username=unquote(user) or None,
-        password=unquote(password) or None,
-        sentinel_password=(params.get("sentinel_password") or [""])[0] or None,
-        ssl=scheme.lower().startswith("rediss"),
-    )
-
-
-def connect(url: str | None = None, **overrides: Any) -> redis.Redis:
+def connect(
+    url: str | None = None, *, budget: Budget | None = None, **overrides: Any
+) -> redis.Redis:
     """A client with its own thread-safe pool, for one long-lived object.
 
-    ``url`` defaults to ``ORBITER_REDIS_URL``, then ``REDIS_URL``."""
+    ``url`` defaults to ``ORBITER_REDIS_URL``, then ``REDIS_URL``. ``budget`` (or that of an
+    enclosing :meth:`Budget.scope`) sets the timeouts; ``overrides`` win. Bytes that are not
+    UTF-8 read as lone surrogates (surrogateescape) and are written back as the same bytes."""
+    budget = budget or _SCOPED_BUDGET.get()
     options: dict[str, Any] = {
         "decode_responses": True,
+        "encoding_errors": "surrogateescape",
         "socket_timeout": 15.0,
         "socket_connect_timeout": 5.0,
         "socket_keepalive": True,
@@ -145,8 +63,12 @@ def connect(url: str | None = None, **overrides: Any) -> redis.Redis:
         # redis-py 8 caps a pool at 100 connections by default; a worker needs one per
         # slot blocked in XREADGROUP, and gevent workers run hundreds of slots.
         "max_connections": UNBOUNDED_POOL,
+        **(budget.options() if budget else {}),
         **overrides,
     }
+    if HIREDIS_AVAILABLE and "command_packer" not in options:
+        # hiredis packs str arguments as strict UTF-8, ignoring encoding_errors
+        options["command_packer"] = _SurrogateSafePacker()
     url = resolve_redis_url(url)
     if url.lower().startswith("rediss") and "ssl_cert_reqs" not in url:
         cert_reqs = _cert_reqs_from_env()
@@ -156,10 +78,9 @@ def connect(url: str | None = None, **overrides: Any) -> redis.Redis:
         options.pop("socket_keepalive")  # not a TCP socket
     if "+sentinel://" in url.lower():
         parsed = parse_sentinel_url(url)
-        sentinel_kwargs: dict[str, Any] = {
-            "socket_timeout": options["socket_connect_timeout"],
-            "decode_responses": True,
-        }
+        timeout = options["socket_connect_timeout"]
+        sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "decode_responses": True,
+                                           "socket_connect_timeout": timeout}  # fmt: skip
         if parsed.sentinel_password:
             sentinel_kwargs["password"] = parsed.sentinel_password
         sentinel = Sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
@@ -177,7 +98,15 @@ def connect(url: str | None = None, **overrides: Any) -> redis.Redis:
     try:
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
-        raise ConfigurationError(f"bad Redis URL {mask_url(url)!r}: {exc}") from None
+        raise bad_url(url, exc) from None
+
+
+class _SurrogateSafePacker(HiredisRespSerializer):
+    """hiredis' command packer, given str arguments encoded as UTF-8 with surrogateescape."""
+
+    def pack(self, *args: Any) -> Any:
+        as_bytes = (a.encode("utf-8", "surrogateescape") if isinstance(a, str) else a for a in args)
+        return super().pack(*as_bytes)  # type: ignore[arg-type]
 
 
 def _cert_reqs_from_env() -> str | None:
@@ -214,9 +143,36 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.AuthorizationError,
 )
 
+# Error replies that say Redis cannot serve right now, not that the command is wrong:
+# out of memory, busy running a script, loading its data, a replica or a master that
+# lost its link, a cluster slot moving. They are waited out like a dropped connection.
+TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")
+# redis-py turns some of them into classes of their own and drops the prefix
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that retrying later can fix (see RETRYABLE_ERRORS, TRANSIENT_REPLIES)."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        return False
+    if isinstance(exc, RETRYABLE_ERRORS):
+        return True
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return str(exc).split(" ", 1)[0] in TRANSIENT_REPLIES
+    return False
+
 
 class RetryPolicy:
-    """How Redis calls are retried when the connection drops (tenacity).
+    """How Redis calls are retried when the connection drops, or Redis answers that it
+    cannot serve now (OOM, BUSY, LOADING ...: TRANSIENT_REPLIES), with tenacity.
 
     Waits grow exponentially with jitter from ``initial`` to ``max_wait`` seconds;
     after ``deadline`` seconds of failures the call raises
@@ -225,28 +181,36 @@ class RetryPolicy:
     """
 
     def __init__(
-        self, deadline: float = 30.0, initial: float = 0.05, max_wait: float = 2.0
+        self,
+        deadline: float = 30.0,
+        initial: float = 0.05,
+        max_wait: float = 2.0,
+        attempt_timeout: float | None = None,
     ) -> None:
         self.deadline = deadline
+        stop: tenacity.stop.stop_base = tenacity.stop_after_delay(deadline)
+        if attempt_timeout is not None:  # then no attempt starts that could end late
+            stop = tenacity.stop_before_delay(deadline - attempt_timeout)
         self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS)
-            & tenacity.retry_if_not_exception_type(PERMANENT_ERRORS),
+            retry=tenacity.retry_if_exception(is_transient),
             wait=tenacity.wait_exponential(multiplier=initial, max=max_wait)
             + tenacity.wait_random(0, initial),
-            stop=tenacity.stop_after_delay(deadline),
+            stop=stop,
             before_sleep=_log_retry,
             reraise=True,
         )
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)``, retrying it on dropped connections."""
+        """Run ``fn(*args, **kwargs)``, retrying it on dropped connections and transient
+        error replies; other errors (WRONGTYPE, a script error) are raised at once."""
         try:
             return self._retrying.copy()(fn, *args, **kwargs)
-        except PERMANENT_ERRORS:
-            raise
-        except RETRYABLE_ERRORS as exc:
+        except redis.RedisError as exc:
+            if not is_transient(exc):
+                raise
+            what = "unreachable" if isinstance(exc, RETRYABLE_ERRORS) else "refusing"
             raise RedisUnavailableError(
-                f"Redis unreachable after retrying for {self.deadline:g}s: {exc}"
+                f"Redis {what} after retrying for {self.deadline:g}s: {exc}"
             ) from exc
 
 
@@ -263,6 +227,43 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a short-lived caller (a CLI command) may wait for one Redis call.
+
+    An attempt may take half of it (socket and connect timeouts) and :attr:`retry` starts
+    no attempt that could end later, so a call, retries included, ends within ``seconds``.
+    Use ``connect(url, budget=b)`` with ``b.retry``, or :meth:`scope` around code that
+    connects by itself."""
+
+    seconds: float = 5.0
+
+    @property
+    def attempt_timeout(self) -> float:
+        return self.seconds / 2
+
+    def options(self) -> dict[str, float]:
+        """The :func:`connect` options: socket and connect timeouts of one attempt."""
+        return dict.fromkeys(("socket_timeout", "socket_connect_timeout"), self.attempt_timeout)
+
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(deadline=self.seconds, attempt_timeout=self.attempt_timeout)
+
+    @contextmanager
+    def scope(self) -> Iterator[Budget]:
+        """Within the block, :func:`connect` calls that pass no budget use this one (and
+        so would a :func:`shared_client` first made there: keep those out of it)."""
+        token = _SCOPED_BUDGET.set(self)
+        try:
+            yield self
+        finally:
+            _SCOPED_BUDGET.reset(token)
+
+
+_SCOPED_BUDGET: ContextVar[Budget | None] = ContextVar("orbiter_sync_budget", default=None)
 
 
 class RedisUser:

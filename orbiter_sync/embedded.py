@@ -44,7 +44,8 @@ class EmbeddedRedis:
 
     ``appendonly=True`` keeps data across :meth:`kill` / :meth:`start`, the way a
     production Redis with AOF does; without it a restart comes back empty.
-    ``extra_args`` go to the command line as they are (TLS settings, say).
+    ``extra_args`` go to the command line as they are (TLS settings, say). ``debug=True``
+    enables the ``DEBUG`` command (Redis 7), so tests can hang the server (``DEBUG SLEEP``).
     """
 
     def __init__(
@@ -54,10 +55,11 @@ class EmbeddedRedis:
         appendonly: bool = False,
         extra_args: tuple[str, ...] = (),
         directory: str | None = None,
+        debug: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
-        self.extra_args = extra_args
+        self.extra_args = (*extra_args, *(("--enable-debug-command", "yes") if debug else ()))
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="orbiter-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
