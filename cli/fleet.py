@@ -1,4 +1,5 @@
-"""``orbiter-sync worker list`` and ``orbiter-sync health``: the fleet from its heartbeats."""
+"""``orbiter-sync worker list`` and ``orbiter-sync health``: the fleet from its heartbeats
+and from orbiter-sync's worker registry (see ``orbiter_sync.health``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from orbiter_sync.health import (
 )
 
 from .common import (
+    CLI_BUDGET,
     CLI_RETRY,
     Target,
     colored_status,
@@ -44,11 +46,11 @@ def worker_group() -> None:
 
 
 def worker_row(worker: WorkerHealth) -> list[object]:
-    """One ``worker list`` row; a dead worker (no heartbeat for 60 s) is red on a terminal."""
-    status = worker.status if worker.alive else "dead"
+    """One ``worker list`` row; a dead worker (its heartbeat key expired, or no beat for
+    60 s) is red on a terminal, a stopped one plain."""
     row: list[object] = [
         worker.worker_id,
-        colored_status(status) if status != "running" else status,
+        colored_status(worker.status) if worker.status != "running" else worker.status,
         worker.hostname or "-",
         worker.tasks_processed,
         worker.tasks_failed,
@@ -56,7 +58,7 @@ def worker_row(worker: WorkerHealth) -> list[object]:
         worker.concurrency,
         when(worker.last_heartbeat),
     ]
-    if not worker.alive:
+    if worker.status == "dead":
         row = [click.style(str(cell), fg="red") for cell in row]
     return row
 
@@ -64,7 +66,8 @@ def worker_row(worker: WorkerHealth) -> list[object]:
 def worker_dict(worker: WorkerHealth) -> dict[str, object]:
     data = {name: getattr(worker, name) for name in worker.__dataclass_fields__}
     data["running_task_ids"] = list(worker.running_task_ids)
-    data["heartbeat_age"] = round(worker.heartbeat_age, 3)
+    age = worker.heartbeat_age
+    data["heartbeat_age"] = None if age is None else round(age, 3)
     return data
 
 
@@ -76,7 +79,12 @@ def fleet(target: Target) -> list[WorkerHealth]:
 @redis_option
 @json_option
 def list_workers(redis_url: str | None, as_json: bool) -> None:
-    """List every worker with a heartbeat; dead ones (no beat for 60 s) show in red."""
+    """List every worker seen in the last day; dead ones show in red.
+
+    Live: its heartbeat key exists (and beat within 60 s). Dead: its key expired, or
+    it has not beaten for 60 s; it keeps its last fields. Stopped: it stopped cleanly.
+    Async orbiter-distributed workers show while their heartbeat key lives.
+    """
     target = Target(redis_url)
     try:
         workers = fleet(target)
@@ -85,7 +93,7 @@ def list_workers(redis_url: str | None, as_json: bool) -> None:
     if as_json:
         echo_json([worker_dict(w) for w in workers])
     elif not workers:
-        click.echo("No workers: no heartbeat under orbiter:workers:*.")
+        click.echo("No workers: no heartbeat key and nobody in the registry for a day.")
     else:
         echo_table((worker_row(w) for w in workers), WORKER_COLUMNS)
 
@@ -98,14 +106,16 @@ def health(worker_id: str, redis_url: str | None, as_json: bool) -> None:
     """Check one worker: exit 0 healthy, 1 degraded, 2 unhealthy.
 
     Degraded: the heartbeat is late (over 20 s) or the worker is stopping.
-    Unhealthy: no heartbeat for 60 s, no heartbeat key, or Redis unreachable.
+    Unhealthy: no heartbeat for 60 s, no heartbeat key (the worker stopped, died or is
+    unknown; the message says which), or Redis unreachable.
 
     For container health checks, e.g. in docker-compose:
     test: ["CMD", "orbiter-sync", "health", "worker-1"]
     """
     target = Target(redis_url)
     try:
-        result = WorkerHealthCheck(target.url, worker_id, retry=CLI_RETRY).check()
+        with CLI_BUDGET.scope():  # the check connects by itself: give it the CLI's timeouts
+            result = WorkerHealthCheck(target.url, worker_id, retry=CLI_RETRY).check()
     except RedisUnavailableError as exc:
         # Nothing can vouch for the worker: unhealthy, not an internal error.
         result = HealthCheckResult("unhealthy", f"cannot read the heartbeat: {exc}")

@@ -68,3 +68,16 @@ def worker_heartbeat(worker_id: str) -> str:
 
 
 WORKER_PATTERN = f"{WORKER_PREFIX}*"
+
+
+# orbiter-sync's own worker registry: who was seen in the last day, and how they left.
+# Outside ``orbiter:workers:`` on purpose: everything under that prefix is taken for a
+# heartbeat (``worker list`` and the reclaimer's liveness check read it that way).
+REGISTRY_PREFIX = f"{PREFIX}registry:"
+WORKER_REGISTRY = f"{REGISTRY_PREFIX}workers"  # sorted set: worker id -> last beat (unix time)
+WORKER_RECORD_PREFIX = f"{REGISTRY_PREFIX}worker:"
+
+
+def worker_record(worker_id: str) -> str:
+    """Hash of a worker's last heartbeat fields, kept a day after its heartbeat key is gone."""
+    return f"{WORKER_RECORD_PREFIX}{worker_id}"
