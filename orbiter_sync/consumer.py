@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any
 
 import redis
 
-from orbiter_sync import keys, lua
+from orbiter_sync import keys, lua, native
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
+from orbiter_sync.dead_letters import DeadLetterWriter, task_id_of
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.events import ErrorEvent, StatusEvent, new_event_id
-from orbiter_sync.models import TaskPayload, TaskStatus, encode_hash_value
+from orbiter_sync.models import TaskPayload, TaskStatus
 from orbiter_sync.outcome import Outcome, OutcomeKind, Settled
 from orbiter_sync.queue import Delivery, QueueSettings
 from orbiter_sync.reclaimer import Reclaimer
 
 logger = logging.getLogger(__name__)
 
-DEAD_LETTER_MAXLEN = 100_000
 PROMOTE_EVERY = 0.5  # seconds between checks for due retries on the claim path
 
 # What settle.lua is asked to do for each outcome (LOST never reaches Redis).
@@ -58,14 +57,15 @@ class TaskConsumer(RedisUser):
         self.name = name
         self.settings = settings or QueueSettings()
         super().__init__(redis_url, client=client, retry=retry)
-        self._lock = threading.Lock()
+        self._lock = native.Lock()  # the heartbeat's OS thread reads what is in flight
         self._in_flight: dict[str, Delivery] = {}  # by entry id: claimed, not yet settled
         self._group_ready = False
         self._next_promote = 0.0
-        self._reclaimer = Reclaimer(self._client, name, self.settings, retry)
+        self._dead_letters = DeadLetterWriter(self._client, name, self.settings, retry)
+        self._reclaimer = Reclaimer(self._client, name, self.settings, retry, self._held)
         self._scripts = {
             script: lua.register(self._client, script)
-            for script in ("begin", "settle", "dead_letter", "promote", "keep_alive")
+            for script in ("begin", "settle", "promote", "keep_alive")
         }
 
     # -- claiming --------------------------------------------------------------------
@@ -130,10 +130,10 @@ class TaskConsumer(RedisUser):
         self._reclaimer.checked()
         return None
 
-    def reclaim(self, *, count: int = 10, max_scan: int = 100) -> list[Delivery]:
-        """Take over up to ``count`` entries idle longer than the visibility timeout.
-
-        Entries delivered too often, or undecodable, are dead-lettered instead.
+    def reclaim(self, *, count: int = 10, max_scan: int = 10) -> list[Delivery]:
+        """Take over up to ``count`` entries of dead workers, idle longer than the
+        visibility timeout (see reclaimer.py). Entries delivered too often, or
+        undecodable, are dead-lettered instead.
         """
         return self._reclaimer.reclaim(self._accept, count=count, max_scan=max_scan)
 
@@ -143,8 +143,11 @@ class TaskConsumer(RedisUser):
             if raw is None:
                 raise ValidationError("payload", "stream entry has no payload field")
             payload = TaskPayload.from_json(raw)
-        except ValidationError as exc:
-            self.dead_letter(entry_id, f"undecodable payload: {exc}", fields, _task_id_of(raw))
+        except Exception as exc:  # noqa: BLE001 - whatever an entry holds, it never kills a slot
+            reason = f"undecodable payload: {exc}"
+            if not isinstance(exc, ValidationError):
+                reason = f"undecodable payload: {type(exc).__name__}: {exc}"
+            self.dead_letter(entry_id, reason, fields, task_id_of(raw))
             return None
         if deliveries > self.settings.max_deliveries:
             reason = (
@@ -164,39 +167,10 @@ class TaskConsumer(RedisUser):
     ) -> bool:
         """Move an entry this consumer holds to the dead-letter stream with ``reason``; its
         task (if known) fails. False, writing nothing, when it does not hold the entry."""
-        logger.error(
-            "worker %s dead-lettered entry %s (task %s): %s",
-            self.name,
-            entry_id,
-            task_id or "-",
-            reason,
-        )
-        s = self.settings
-        written = self._retry.call(
-            self._scripts["dead_letter"],
-            keys=[
-                s.name,
-                s.dead_letter_key,
-                s.task_key(task_id),
-                s.index_key,
-                keys.event_stream(task_id),
-            ],
-            args=[
-                s.group,
-                entry_id,
-                reason,
-                json.dumps(fields),
-                self.name,
-                repr(time.time()),
-                task_id,
-                s.task_ttl,
-                s.event_ttl,
-                keys.event_channel(task_id),
-                new_event_id(),
-                DEAD_LETTER_MAXLEN,
-            ],
-        )
-        return bool(written)
+        written = self._dead_letters.write(entry_id, reason, fields, task_id)
+        with self._lock:
+            self._in_flight.pop(entry_id, None)
+        return written
 
     # -- running and settling --------------------------------------------------------
 
@@ -245,8 +219,16 @@ class TaskConsumer(RedisUser):
         )
         return str(verdict), str(status)
 
-    def settle(self, delivery: Delivery, outcome: Outcome, *, agent_name: str = "") -> Settled:
-        """Record how an attempt ended, in one script call (see ``settle.lua``).
+    def settle(
+        self,
+        delivery: Delivery,
+        outcome: Outcome,
+        *,
+        agent_name: str = "",
+        client: redis.Redis | None = None,
+    ) -> Settled:
+        """Record how an attempt ended, in one script call (see ``settle.lua``), over
+        ``client`` when given (the heartbeat's OS thread has one of its own).
 
         A failed attempt with retries left goes straight to ``retrying``; no
         reader ever sees ``failed`` for a task that will run again. Writes
@@ -283,7 +265,7 @@ class TaskConsumer(RedisUser):
                 s.event_ttl,
                 new_event_id(),
                 delivery.raw,
-                encode_hash_value(outcome.result),
+                outcome.result_json,
                 outcome.error,
                 "cancelled" if outcome.kind is OutcomeKind.CANCELLED else "",
                 event.to_json(),
@@ -291,6 +273,7 @@ class TaskConsumer(RedisUser):
                 s.max_retries,
                 json.dumps(s.backoffs()),
             ],
+            client=client,
         )
         return Settled(verdict, TaskStatus.parse(status))
 
@@ -309,6 +292,10 @@ class TaskConsumer(RedisUser):
         with self._lock:
             return self._in_flight.pop(delivery.entry_id, None) is not None
 
+    def _held(self) -> set[str]:
+        with self._lock:
+            return set(self._in_flight)
+
     def in_flight(self) -> list[Delivery]:
         """The deliveries claimed and not yet settled."""
         with self._lock:
@@ -316,8 +303,9 @@ class TaskConsumer(RedisUser):
 
     # -- keeping entries alive, retries, leaving -------------------------------------
 
-    def keep_alive(self) -> list[Delivery]:
-        """Reset the idle time of every entry held, so none is reclaimed while it runs.
+    def keep_alive(self, *, client: redis.Redis | None = None) -> list[Delivery]:
+        """Reset the idle time of every entry held, so none is reclaimed while it runs
+        (over ``client`` when given).
 
         Returns (and stops holding) the deliveries whose entries another worker
         has taken over. Entries nobody holds any more were settled or released
@@ -328,7 +316,10 @@ class TaskConsumer(RedisUser):
             return []
         s = self.settings
         taken_ids, gone_ids = self._retry.call(
-            self._scripts["keep_alive"], keys=[s.name], args=[s.group, self.name, *held]
+            self._scripts["keep_alive"],
+            keys=[s.name],
+            args=[s.group, self.name, *held],
+            client=client,
         )
         for entry_id in gone_ids:
             self._drop(held[entry_id])
@@ -369,13 +360,3 @@ class TaskConsumer(RedisUser):
                 self._client.xgroup_delconsumer(s.name, s.group, self.name)
         except redis.RedisError as exc:
             logger.debug("worker %s: consumer not removed: %s", self.name, exc)
-
-
-def _task_id_of(raw: str | None) -> str:
-    """The task id of a payload that failed validation, when one can be read from it."""
-    try:
-        data = json.loads(raw or "")
-    except ValueError:
-        return ""
-    task_id = data.get("task_id") if isinstance(data, dict) else None
-    return task_id if isinstance(task_id, str) and 0 < len(task_id) <= 200 else ""

@@ -18,10 +18,12 @@ from collections.abc import Callable
 
 import redis
 
-from orbiter_sync import keys
+from orbiter_sync import keys, native
 from orbiter_sync.outcome import RunInterrupted, StopReason
 
 logger = logging.getLogger(__name__)
+
+LISTEN_TICK = 0.2  # seconds between the cancel listener's checks for a stop
 
 
 class RunControl:
@@ -33,7 +35,7 @@ class RunControl:
         """The stream entry the run came in (a task's retries come in different ones)."""
         self.reason: StopReason | None = None
         self.event = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = native.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Future[object] | None = None
 
@@ -74,10 +76,13 @@ class RunTracker:
 
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
-        self._lock = threading.Lock()
+        self._lock = native.Lock()  # the heartbeat's OS thread reads it too
         self._running: dict[str, RunControl] = {}
         self.processed = 0
         self.failed = 0
+        self.slots_down = 0
+        """Slots that died and wait to be restarted: the worker is degraded meanwhile."""
+        self.slot_restarts = 0
 
     def track(self, control: RunControl) -> None:
         with self._lock:
@@ -108,6 +113,10 @@ class RunTracker:
         for task_id in self.ids():
             self.stop(task_id, reason)
 
+    def slot_restarted(self) -> None:
+        with self._lock:
+            self.slot_restarts += 1
+
     def count(self, *, processed: int = 0, failed: int = 0) -> None:
         with self._lock:
             self.processed += processed
@@ -136,7 +145,7 @@ class CancelListener:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=LISTEN_TICK * 2)  # a daemon: never held up past that
 
     def _run(self) -> None:
         backoff = 0.1
@@ -147,18 +156,21 @@ class CancelListener:
                 self.subscribed.set()
                 backoff = 0.1
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=0.5)
+                    message = pubsub.get_message(timeout=LISTEN_TICK)
                     if message and message.get("type") == "pmessage":
                         channel = str(message["channel"])
                         self._on_cancel(channel[len(keys.CANCEL_CHANNEL_PREFIX) :])
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the listener outlives any error
                 logger.warning(
-                    "cancel listener lost Redis (%s); reconnecting in %.1fs", exc, backoff
+                    "cancel listener failed (%s: %s); reconnecting in %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    backoff,
                 )
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
                 try:
                     pubsub.close()
-                except redis.RedisError:
-                    pass
+                except Exception as exc:  # noqa: BLE001 - a broken connection is dropped anyway
+                    logger.debug("cancel listener: closing its connection failed: %s", exc)

@@ -24,10 +24,12 @@ import redis
 from orbiter_sync import keys, lua
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
+from orbiter_sync.models import loads_strict
 from orbiter_sync.queue import DEFAULT_EVENT_TTL
 
 logger = logging.getLogger(__name__)
 
+MAX_TOKENS = 2**63  # token counts are stored as signed 64-bit integers by most readers
 TERMINAL_EVENT_STATUSES = frozenset({"completed", "error", "cancelled"})
 STATUS_VALUES = frozenset({"starting", "running", "waiting_for_tool", *TERMINAL_EVENT_STATUSES})
 
@@ -47,7 +49,11 @@ class Usage:
         if not isinstance(value, dict):
             raise ValidationError("usage", f"must be an object, got {type(value).__name__}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: int(v or 0) for k, v in value.items() if k in known})
+        counts = {k: int(v or 0) for k, v in value.items() if k in known}
+        for name, count in counts.items():
+            if not 0 <= count < MAX_TOKENS:
+                raise ValidationError("usage", f"{name} out of range")
+        return cls(**counts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,17 +215,18 @@ def event_from_dict(data: Any) -> StreamEvent:
         raise ValidationError(missing[0], f"{event_type} event is missing {missing[0]!r}")
     try:
         return cls(**{k: v for k, v in data.items() if k in known})
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ValidationError):
-            raise
-        raise ValidationError("", f"bad {event_type} event: {exc}") from None
+    except ValidationError:
+        raise
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise ValidationError("", f"bad {event_type} event: {str(exc)[:200]}") from None
 
 
 def event_from_json(raw: str | bytes) -> StreamEvent:
+    """Decode a stored event. Whatever ``raw`` holds, the only error is ValidationError."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError("", f"event is not valid JSON: {exc}") from None
+        data = loads_strict(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError("", f"event is not valid JSON: {str(exc)[:200]}") from None
     return event_from_dict(data)
 
 

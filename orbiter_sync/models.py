@@ -9,13 +9,18 @@ back unchanged.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from pathlib import PurePath
 from typing import Any
 
 from orbiter_sync.errors import ValidationError
@@ -52,10 +57,38 @@ def _new_task_id() -> str:
     return uuid.uuid4().hex
 
 
+# Task ids become Redis key names (orbiter:task:{id}, orbiter:stream:{id} ...): a safe
+# character set (no `{` or `}`, which are Redis Cluster hash tags), a bounded length,
+# and never a name our own keys use under the task prefix.
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+RESERVED_TASK_IDS = frozenset({"index"})
+
+
+def task_id_problem(task_id: Any) -> str | None:
+    """Why ``task_id`` cannot be a task id, or None when it can."""
+    if not isinstance(task_id, str):
+        return f"must be a string, got {type(task_id).__name__}"
+    if not TASK_ID_PATTERN.fullmatch(task_id):
+        return (
+            "must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    if task_id in RESERVED_TASK_IDS:
+        return f"{task_id!r} is reserved"
+    return None
+
+
+def is_task_id(task_id: Any) -> bool:
+    return task_id_problem(task_id) is None
+
+
 def _check_number(name: str, value: Any, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(name, f"must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValidationError(name, "must be a finite number") from None
     if not math.isfinite(number):
         raise ValidationError(name, "must be a finite number")
     if positive and number <= 0:
@@ -87,9 +120,9 @@ class TaskPayload:
     """Fields this version does not know, kept so they survive a round trip."""
 
     def __post_init__(self) -> None:
-        _check_type("task_id", self.task_id, str, "a string")
-        if not self.task_id or len(self.task_id) > 200 or not self.task_id.isprintable():
-            raise ValidationError("task_id", "must be 1-200 printable characters")
+        problem = task_id_problem(self.task_id)
+        if problem:
+            raise ValidationError("task_id", problem)
         _check_type("agent_config", self.agent_config, dict, "an object")
         _check_type("input", self.input, str, "a string")
         _check_type("messages", self.messages, list, "a list")
@@ -111,9 +144,9 @@ class TaskPayload:
         _check_type("extra", self.extra, dict, "an object")
         for name in ("agent_config", "messages", "metadata", "extra"):
             try:
-                json.dumps(getattr(self, name))
-            except (TypeError, ValueError) as exc:
-                raise ValidationError(name, f"must be JSON data: {exc}") from None
+                json.dumps(getattr(self, name), allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ValidationError(name, f"must be JSON data: {_short(exc)}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: known fields plus the kept unknown ones."""
@@ -128,9 +161,14 @@ class TaskPayload:
 
     @classmethod
     def from_dict(cls, data: Any) -> TaskPayload:
-        """Build from decoded JSON; unknown fields go to ``extra``."""
+        """Build from decoded JSON; unknown fields go to ``extra``.
+
+        A payload must carry its ``task_id``: one is never made up for it.
+        """
         if not isinstance(data, dict):
             raise ValidationError("", f"payload must be a JSON object, got {type(data).__name__}")
+        if "task_id" not in data:
+            raise ValidationError("task_id", "the payload has no task_id")
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
@@ -138,21 +176,56 @@ class TaskPayload:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> TaskPayload:
+        """Decode a queued payload. Whatever ``raw`` holds, the only error is ValidationError."""
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationError("", f"payload is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+            data = loads_strict(raw)
+        except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
+            raise ValidationError("", f"payload is not valid JSON: {_short(exc)}") from None
+        try:
+            return cls.from_dict(data)
+        except ValidationError:
+            raise
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise ValidationError("", f"payload does not fit: {_short(exc)}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is out of range")
+    return number
+
+
+def loads_strict(raw: str | bytes) -> Any:
+    """``json.loads`` for data from outside: UTF-8 only (bytes that were not UTF-8 arrive
+    as lone surrogates and are refused), no NaN or Infinity, no float that overflows.
+    Raises ValueError (UnicodeError included) or RecursionError (nesting too deep)."""
+    if isinstance(raw, str):
+        raw.encode("utf-8")
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _optional_float(value: str | None) -> float | None:
+    """A finite number from a hash field, or None (missing, garbage, inf, nan)."""
     if not value:
         return None
     try:
-        return float(value)
-    except ValueError:
+        number = float(value)
+    except (ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
+
+MAX_RETRIES_SHOWN = 1_000_000  # a retry count beyond this is garbage, shown as 0
 
 _RESULT_FIELDS = (
     "task_id",
@@ -205,11 +278,13 @@ class TaskResult:
         if raw_result:
             try:
                 result = json.loads(raw_result)
-            except ValueError:
-                result = {"output": raw_result}
+            except (ValueError, RecursionError):
+                result = {"output": raw_result}  # kept as the text it is
         try:
             retries = int(data.get("retries") or 0)
-        except ValueError:
+        except (ValueError, OverflowError):
+            retries = 0
+        if not 0 <= retries <= MAX_RETRIES_SHOWN:
             retries = 0
         return cls(
             task_id=data.get("task_id") or task_id,
@@ -231,12 +306,45 @@ class TaskResult:
         return data
 
 
+def json_default(value: Any) -> Any:
+    """How values JSON has no type for are stored in a result: datetimes, dates and times
+    as ISO 8601 text, bytes as UTF-8 text (undecodable bytes as ``\\ufffd``), sets and
+    tuples as lists, Decimal, UUID and paths as text, dataclasses and pydantic models as
+    their fields. Anything else is refused (TypeError naming its type)."""
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if isinstance(value, decimal.Decimal | uuid.UUID | PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump) and not isinstance(value, type):
+        return model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def encode_result(result: Any) -> str:
+    """``result`` as stored JSON, by :func:`json_default`'s rules.
+
+    Raises ``ValidationError`` naming what cannot be stored (a custom object, NaN,
+    a cycle, nesting too deep).
+    """
+    try:
+        return json.dumps(result, separators=(",", ":"), default=json_default, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError("result", f"cannot be stored as JSON: {_short(exc)}") from None
+
+
 def encode_hash_value(value: Any) -> str:
     """Encode one hash field the way the async store does (objects as JSON, None as "")."""
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
+        return encode_result(value)
     if isinstance(value, float):
         return repr(value)
     return str(value)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
-from orbiter_sync.models import TaskStatus
+from orbiter_sync.models import TaskStatus, encode_result
 
 
 class StopReason(StrEnum):
@@ -55,6 +55,8 @@ class Outcome:
 
     kind: OutcomeKind
     result: dict[str, Any] | None = None
+    result_json: str = ""
+    """The result as it is stored (``models.encode_result``)."""
     error: str = ""
     error_type: str = ""
     reason: str = ""
@@ -62,7 +64,8 @@ class Outcome:
 
     @classmethod
     def completed(cls, result: dict[str, Any]) -> Outcome:
-        return cls(OutcomeKind.COMPLETED, result=result)
+        """A completed attempt; ``ValidationError`` when the result cannot be stored."""
+        return cls(OutcomeKind.COMPLETED, result=result, result_json=encode_result(result))
 
     @classmethod
     def failed(cls, exc: BaseException, *, retryable: bool = True) -> Outcome:

@@ -16,7 +16,6 @@ being entered. Each slot then keeps its own loop, as with threads.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 import time
 import weakref
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from orbiter_sync.errors import ConfigurationError
+from orbiter_sync.native import gevent_active
 
 POOLS = ("thread", "gevent")
 
@@ -34,10 +34,24 @@ PATCH_HINT = (
 )
 
 
+class Handle(Protocol):
+    """One spawned slot."""
+
+    def alive(self) -> bool: ...
+
+
 class Pool(Protocol):
-    def spawn(self, target: Callable[[], None], name: str) -> None: ...
+    def spawn(self, target: Callable[[], None], name: str) -> Handle: ...
 
     def join(self, timeout: float) -> bool: ...
+
+
+class _ThreadHandle:
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 class ThreadPool:
@@ -46,10 +60,11 @@ class ThreadPool:
     def __init__(self) -> None:
         self._threads: list[threading.Thread] = []
 
-    def spawn(self, target: Callable[[], None], name: str) -> None:
+    def spawn(self, target: Callable[[], None], name: str) -> Handle:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        return _ThreadHandle(thread)
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every slot to end; True if they all did."""
@@ -57,6 +72,14 @@ class ThreadPool:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
+
+
+class _GreenletHandle:
+    def __init__(self, greenlet: Any) -> None:
+        self._greenlet = greenlet
+
+    def alive(self) -> bool:
+        return not self._greenlet.dead
 
 
 class GeventPool:
@@ -70,23 +93,15 @@ class GeventPool:
         self._greenlets: list[Any] = []
         install_loop_switching()
 
-    def spawn(self, target: Callable[[], None], name: str) -> None:
+    def spawn(self, target: Callable[[], None], name: str) -> Handle:
         greenlet = self._gevent.spawn(target)
         greenlet.name = name
-        self._greenlets.append(greenlet)
+        self._greenlets = [g for g in self._greenlets if not g.dead] + [greenlet]
+        return _GreenletHandle(greenlet)
 
     def join(self, timeout: float) -> bool:
         self._gevent.joinall(self._greenlets, timeout=timeout)
         return all(g.dead for g in self._greenlets)
-
-
-def gevent_active() -> bool:
-    """True when gevent has patched this process's threading and socket modules."""
-    if "gevent" not in sys.modules:
-        return False
-    from gevent import monkey
-
-    return bool(monkey.is_module_patched("threading") and monkey.is_module_patched("socket"))
 
 
 def check_pool(name: str) -> None:

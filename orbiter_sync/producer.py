@@ -13,9 +13,10 @@ import redis
 
 from orbiter_sync import keys, lua
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
+from orbiter_sync.errors import ValidationError
 from orbiter_sync.events import new_event_id
 from orbiter_sync.models import TaskPayload
-from orbiter_sync.queue import QueueSettings
+from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueSettings
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,14 @@ class TaskProducer(RedisUser):
         """Queue ``payload``: pending hash, index entry and stream entry, all or nothing.
 
         Idempotent: submitting a task id that already has a hash queues nothing more.
+        A ``timeout_seconds`` over 7 days is refused (``ValidationError``).
         """
+        if payload.timeout_seconds > MAX_TIMEOUT_SECONDS:
+            raise ValidationError(
+                "timeout_seconds",
+                f"must be at most {MAX_TIMEOUT_SECONDS:g} seconds (7 days), "
+                f"got {payload.timeout_seconds:g}",
+            )
         s = self.settings
         added = self._retry.call(
             self._submit,

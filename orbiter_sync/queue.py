@@ -21,6 +21,7 @@ DEFAULT_VISIBILITY_TIMEOUT = 60.0
 DEFAULT_TASK_TTL = 86400
 DEFAULT_EVENT_TTL = 3600
 MAX_BACKOFF = 60.0
+MAX_TIMEOUT_SECONDS = 7 * 86400.0  # submit refuses more; a worker clamps what others queue
 
 
 def exponential_backoff(base: float = 1.0) -> tenacity.wait.wait_base:

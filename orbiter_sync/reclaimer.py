@@ -1,10 +1,20 @@
-"""Taking over the entries of dead workers: those idle past the visibility timeout.
+"""Taking over the entries of dead workers, and only of dead workers.
 
-A worker's consumer asks its :class:`Reclaimer` on the claim path, at most once
-every quarter of the visibility timeout (5 s at most); it follows XAUTOCLAIM's
-cursor through the group's pending list (``lua/reclaim.lua``). What it takes
-over goes through the consumer's own decoding, like a new entry: a bad one, or
-one delivered too often, is dead-lettered there.
+An entry idle past the visibility timeout is taken over only when its consumer
+has no live heartbeat key (``orbiter:workers:{consumer}``): workers of the async
+orbiter-distributed library never refresh their pending entries, so however idle
+an entry of a live worker looks, it is left alone. An entry whose consumer has
+no heartbeat key at all is taken over after the visibility timeout. A worker
+also takes back its own idle entries that it no longer holds (ones it had to
+abandon when Redis failed under it).
+
+XAUTOCLAIM cannot skip live consumers, and a script must not read keys it was
+not given (Redis Cluster refuses that), so this runs from the client: XPENDING
+with IDLE, one EXISTS per distinct consumer, then XCLAIM with the same minimum
+idle time, which makes a race with the owner's keep-alive harmless (a refreshed
+entry is not idle enough to be claimed). What is taken over goes through the
+consumer's own decoding, like a new entry: a bad one, or one delivered too
+often, is dead-lettered there.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from orbiter_sync import lua
+from orbiter_sync import keys
 from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.queue import QueueSettings
 
@@ -28,19 +38,30 @@ T = TypeVar("T")
 # (entry id, fields, deliveries) -> what the consumer made of it, or None
 Accept = Callable[[str, dict[str, str], int], T | None]
 
+PAGE = 100  # pending entries looked at per XPENDING call
+
 
 class Reclaimer:
-    """Takes over idle entries for the consumer ``name``."""
+    """Takes over idle entries of dead consumers for the consumer ``name``.
+
+    ``held()`` gives the entry ids ``name`` holds now (its in-flight deliveries).
+    """
 
     def __init__(
-        self, client: redis.Redis, name: str, settings: QueueSettings, retry: RetryPolicy
+        self,
+        client: redis.Redis,
+        name: str,
+        settings: QueueSettings,
+        retry: RetryPolicy,
+        held: Callable[[], set[str]],
     ) -> None:
         self.name = name
         self.settings = settings
+        self._client = client
         self._retry = retry
-        self._script = lua.register(client, "reclaim")
+        self._held = held
         self._lock = threading.Lock()
-        self._cursor = "0-0"
+        self._cursor = "-"
         self._next_check = 0.0
 
     def due(self) -> bool:
@@ -51,35 +72,81 @@ class Reclaimer:
         """Nothing was found: wait a while before looking again."""
         self._next_check = time.monotonic() + min(self.settings.visibility_timeout / 4, 5.0)
 
-    def reclaim(self, accept: Accept[T], *, count: int = 10, max_scan: int = 100) -> list[T]:
-        """Take over entries idle longer than the visibility timeout until ``accept`` has
-        taken ``count`` of them (it may refuse some), following XAUTOCLAIM's cursor for
-        at most ``max_scan`` steps."""
-        s = self.settings
-        min_idle_ms = int(s.visibility_timeout * 1000)
+    def reclaim(self, accept: Accept[T], *, count: int = 10, max_scan: int = 10) -> list[T]:
+        """Take over idle entries of dead consumers until ``accept`` has taken ``count``
+        of them (it may refuse some), looking at most ``max_scan`` pages of the group's
+        pending list, from where the last call stopped."""
         taken: list[T] = []
         for _ in range(max_scan):
             with self._lock:
-                cursor = self._cursor
-            reply: Any = self._retry.call(
-                self._script,
-                keys=[s.name],
-                args=[s.group, self.name, min_idle_ms, cursor, count - len(taken)],
-            )
-            next_cursor, entries = reply
+                start = self._cursor
+            rows = self._idle_entries(start)
             with self._lock:
-                self._cursor = next_cursor
-            for entry_id, flat_fields, deliveries in entries:
-                fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
+                self._cursor = "-" if len(rows) < PAGE else "(" + str(rows[-1]["message_id"])
+            orphans = self._orphans(rows)[: count - len(taken)]
+            for entry_id, fields, deliveries in self._claim(orphans):
                 logger.warning(
-                    "worker %s reclaimed entry %s (delivery %d) from a dead worker",
+                    "worker %s took over entry %s (delivery %d) of a dead worker",
                     self.name,
                     entry_id,
                     deliveries,
                 )
-                accepted = accept(entry_id, fields, int(deliveries))
+                accepted = accept(entry_id, fields, deliveries)
                 if accepted is not None:
                     taken.append(accepted)
-            if len(taken) >= count or next_cursor == "0-0":
+            if len(taken) >= count or len(rows) < PAGE:
                 break
+        return taken
+
+    def _idle_entries(self, start: str) -> list[dict[str, Any]]:
+        s = self.settings
+        rows: Any = self._retry.call(
+            self._client.xpending_range,
+            s.name,
+            s.group,
+            min=start,
+            max="+",
+            count=PAGE,
+            idle=int(s.visibility_timeout * 1000),
+        )
+        return list(rows or [])
+
+    def _orphans(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows whose consumer is dead, or which are ours but no longer held."""
+        consumers = sorted({str(row["consumer"]) for row in rows} - {self.name})
+
+        def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for consumer in consumers:
+                pipe.exists(keys.worker_heartbeat(consumer))
+            return pipe.execute()
+
+        alive = {c for c, exists in zip(consumers, self._retry.call(read), strict=True) if exists}
+        held = self._held()
+        return [
+            row
+            for row in rows
+            if (row["consumer"] == self.name and row["message_id"] not in held)
+            or (row["consumer"] != self.name and row["consumer"] not in alive)
+        ]
+
+    def _claim(self, rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, str], int]]:
+        if not rows:
+            return []
+        s = self.settings
+        deliveries = {str(row["message_id"]): int(row["times_delivered"]) + 1 for row in rows}
+        claimed: Any = self._retry.call(
+            self._client.xclaim,
+            s.name,
+            s.group,
+            self.name,
+            int(s.visibility_timeout * 1000),
+            list(deliveries),
+        )
+        taken = []
+        for entry_id, fields in claimed or []:
+            if fields is None:  # deleted from the stream while pending: nothing to run
+                self._retry.call(self._client.xack, s.name, s.group, entry_id)
+                continue
+            taken.append((str(entry_id), dict(fields), deliveries.get(str(entry_id), 1)))
         return taken

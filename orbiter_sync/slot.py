@@ -11,13 +11,15 @@ import logging
 import threading
 import time
 
+import redis
+
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunControl, RunTracker
-from orbiter_sync.errors import AgentConfigError, RedisUnavailableError
+from orbiter_sync.errors import AgentConfigError, RedisUnavailableError, ValidationError
 from orbiter_sync.events import EventPublisher, StreamEvent
 from orbiter_sync.executors import Executor, RunContext
 from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted
-from orbiter_sync.queue import Delivery
+from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -53,46 +55,73 @@ class Slot:
                 try:
                     delivery = self.consumer.claim(timeout=self.claim_timeout)
                     backoff = 0.1
-                except RedisUnavailableError as exc:
-                    logger.warning("worker %s slot %d: %s", self.worker_id, self.index, exc)
+                except Exception as exc:  # noqa: BLE001 - Redis away or refusing: wait, go on
+                    logger.warning(
+                        "worker %s slot %d: claiming failed (%s: %s); retrying in %.1fs",
+                        self.worker_id,
+                        self.index,
+                        type(exc).__name__,
+                        exc,
+                        backoff,
+                    )
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                if delivery is None:
-                    continue
-                try:
+                if delivery is not None:
                     self.process(delivery)
-                except RedisUnavailableError as exc:
-                    # The entry stays pending; it is reclaimed once Redis is back.
-                    logger.error(
-                        "worker %s: task %s not recorded, Redis unavailable: %s",
-                        self.worker_id,
-                        delivery.task_id,
-                        exc,
-                    )
-                except Exception:  # noqa: BLE001 - the slot outlives any one task
-                    logger.exception(
-                        "worker %s: unexpected error on task %s", self.worker_id, delivery.task_id
-                    )
 
     def process(self, delivery: Delivery) -> None:
-        """Run one claimed task and settle it. If that fails (Redis gone past the retry
-        budget, say), the delivery is abandoned: no longer kept alive, it is reclaimed."""
+        """Run one claimed task and settle it; never raises for what the task or Redis did.
+
+        Redis unreachable past the retry budget: the delivery is abandoned (no longer
+        kept alive, it is reclaimed). Redis refusing a write of this very task (a key
+        of the wrong type, say): the entry is dead-lettered, so no slot loops on it.
+        """
         try:
             self._process(delivery)
+        except RedisUnavailableError as exc:
+            self.consumer.abandon(delivery)
+            logger.error(
+                "worker %s: task %s not recorded, Redis unavailable: %s",
+                self.worker_id,
+                delivery.task_id,
+                exc,
+            )
+        except redis.ResponseError as exc:
+            self._refused(delivery, exc)
+        except Exception:  # noqa: BLE001 - the slot outlives any one task
+            self.consumer.abandon(delivery)
+            logger.exception(
+                "worker %s: unexpected error on task %s", self.worker_id, delivery.task_id
+            )
         except BaseException:
             self.consumer.abandon(delivery)
             raise
+
+    def _refused(self, delivery: Delivery, exc: redis.ResponseError) -> None:
+        reason = f"Redis refused to record this task: {exc}"
+        logger.error("worker %s: task %s: %s", self.worker_id, delivery.task_id, reason)
+        try:
+            self.consumer.dead_letter(
+                delivery.entry_id, reason, {"payload": delivery.raw}, delivery.task_id
+            )
+        except Exception:  # noqa: BLE001 - it stays pending and is reclaimed later
+            self.consumer.abandon(delivery)
+            logger.exception(
+                "worker %s: task %s could not be dead-lettered", self.worker_id, delivery.task_id
+            )
 
     def _process(self, delivery: Delivery) -> None:
         if self.stopping.is_set():
             self.settle(delivery, Outcome.released("worker stopping before it started"))
             return
-        if not self.consumer.begin(delivery):
-            return
+        # Tracked before it begins: a cancel that lands while the task turns running
+        # finds the run and stops it at once, instead of waiting for a heartbeat's poll.
         control = RunControl(delivery.task_id, delivery.entry_id)
         self.runs.track(control)
         try:
+            if not self.consumer.begin(delivery):
+                return
             logger.info(
                 "worker %s: task %s started (delivery %d)",
                 self.worker_id,
@@ -114,16 +143,21 @@ class Slot:
         context = RunContext(
             publish=publish,
             control=control,
-            deadline=time.monotonic() + payload.timeout_seconds,
+            deadline=time.monotonic() + min(payload.timeout_seconds, MAX_TIMEOUT_SECONDS),
         )
         try:
-            return Outcome.completed(self.executor.execute(payload, context))
+            control.check()  # stopped before it started
+            result = self.executor.execute(payload, context)
         except RunInterrupted as stop:
             return Outcome.stopped(stop.reason, payload.timeout_seconds)
         except AgentConfigError as exc:
             return Outcome.failed(exc, retryable=False)
-        except Exception as exc:  # noqa: BLE001 - any agent error is a failed attempt
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any agent error is a failed attempt
             return Outcome.failed(exc, retryable=True)
+        try:
+            return Outcome.completed(result)
+        except ValidationError as exc:  # a result JSON cannot hold: running again won't help
+            return Outcome.failed(exc, retryable=False)
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         settled = self.consumer.settle(delivery, outcome)

@@ -7,8 +7,12 @@ while tasks finish:
 
 1. stop claiming;
 2. wait up to ``shutdown_timeout`` for running tasks to finish;
-3. stop what is left and release it back to the queue (not a failed attempt);
+3. stop what is left and release it back to the queue (not a failed attempt),
+   from the main thread for runs that cannot be interrupted;
 4. stop the cancel listener and the heartbeat (deleting its key), close connections.
+
+All of it takes at most ``shutdown_timeout`` plus about half a second; a second
+``stop(timeout=0)`` cuts the wait short.
 
 Nothing else in the package imports this module: the parts below it get the
 collaborators they use passed in.
@@ -21,10 +25,11 @@ import os
 import secrets
 import socket
 import threading
+import time
 from typing import Unpack
 
 from orbiter_sync.agents import ImportPolicy
-from orbiter_sync.connection import DEFAULT_RETRY, connect, mask_url, resolve_redis_url
+from orbiter_sync.connection import Budget, connect
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import CancelListener, RunTracker
 from orbiter_sync.errors import ConfigurationError
@@ -32,14 +37,15 @@ from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import make_executor
 from orbiter_sync.heartbeat import Heartbeat
 from orbiter_sync.outcome import Outcome, StopReason
-from orbiter_sync.pools import Pool, make_pool
+from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
 from orbiter_sync.slot import Slot
-from orbiter_sync.store import TaskStore
+from orbiter_sync.urls import mask_url, resolve_redis_url
 
 logger = logging.getLogger(__name__)
 
-RELEASE_GRACE = 5.0  # seconds stopped runs get to hand their task back
+SLOT_RESTART_PAUSE = 1.0  # seconds a dead slot stays down before it is restarted
+STOP_GRACE = 0.3  # seconds stopped runs get to hand their task back themselves
 MAIN_THREAD_TICK = 0.05
 
 __all__ = ["Worker", "WorkerSettings", "default_worker_id"]
@@ -82,7 +88,6 @@ class Worker:
         self.client = connect(self.redis_url)
         queue = s.queue_settings()
         self.consumer = TaskConsumer(self.redis_url, self.worker_id, queue, client=self.client)
-        self.store = TaskStore(self.redis_url, client=self.client)
         self.publisher = EventPublisher(
             self.redis_url, stream_ttl_seconds=queue.event_ttl, client=self.client
         )
@@ -90,6 +95,7 @@ class Worker:
         self.stopping = threading.Event()
         self._stop_requested = threading.Event()
         self._stop_timeout: float | None = None
+        self._stop_deadline: float | None = None  # when a requested stop must be over
         self._stopped = threading.Event()
 
     def __repr__(self) -> str:
@@ -109,15 +115,18 @@ class Worker:
             s.executor,
         )
         self.consumer.ensure_group()
+        # The heartbeat gives up on a call within a third of its TTL, so a hung Redis
+        # cannot hold one beat past the next.
+        beat_budget = Budget(max(1.0, s.heartbeat_ttl / 3))
         heartbeat = Heartbeat(
-            client=self.client,
-            retry=DEFAULT_RETRY,
+            connect=lambda: connect(self.redis_url, budget=beat_budget),
+            retry=beat_budget.retry,
             worker_id=self.worker_id,
             settings=s,
             runs=self.runs,
             consumer=self.consumer,
-            store=self.store,
             stopping=self.stopping,
+            stop_deadline=lambda: self._stop_deadline,
         )
         listener = CancelListener(
             self.client, lambda task_id: self.runs.stop(task_id, StopReason.CANCELLED)
@@ -126,23 +135,13 @@ class Worker:
         try:
             heartbeat.start()
             listener.start()
-            for index in range(s.concurrency):
-                slot = Slot(
-                    index,
-                    worker_id=self.worker_id,
-                    consumer=self.consumer,
-                    executor=self.executor,
-                    publisher=self.publisher,
-                    runs=self.runs,
-                    stopping=self.stopping,
-                    claim_timeout=s.claim_timeout,
-                )
-                pool.spawn(slot.run, name=f"orbiter-slot-{index}")
+            slots = {index: self._spawn(pool, index) for index in range(s.concurrency)}
+            down_since: dict[int, float] = {}
             # Short waits: a signal that lands on another thread only reaches its Python
             # handler when the main thread next wakes, and two signals that arrive
             # before then count as one.
             while not self._stop_requested.wait(MAIN_THREAD_TICK):
-                pass
+                self._supervise(pool, slots, down_since)
             self._shut_down(pool)
         finally:
             self.stopping.set()
@@ -154,6 +153,37 @@ class Worker:
             self._stopped.set()
             logger.info("worker %s stopped", self.worker_id)
 
+    def _spawn(self, pool: Pool, index: int) -> Handle:
+        slot = Slot(
+            index,
+            worker_id=self.worker_id,
+            consumer=self.consumer,
+            executor=self.executor,
+            publisher=self.publisher,
+            runs=self.runs,
+            stopping=self.stopping,
+            claim_timeout=self.settings.claim_timeout,
+        )
+        return pool.spawn(slot.run, name=f"orbiter-slot-{index}")
+
+    def _supervise(
+        self, pool: Pool, slots: dict[int, Handle], down_since: dict[int, float]
+    ) -> None:
+        """Restart slots that died (after a pause, so a crash loop does not spin); the
+        heartbeat reports the worker degraded while it is short of slots."""
+        now = time.monotonic()
+        for index, handle in slots.items():
+            if handle.alive():
+                continue
+            if index not in down_since:
+                down_since[index] = now
+                logger.error("worker %s: slot %d died; restarting it", self.worker_id, index)
+            elif now - down_since[index] >= SLOT_RESTART_PAUSE:
+                del down_since[index]
+                slots[index] = self._spawn(pool, index)
+                self.runs.slot_restarted()
+        self.runs.slots_down = len(down_since)
+
     def stop(self, timeout: float | None = None) -> None:
         """Ask the worker to stop; running tasks get ``timeout`` seconds (default
         ``shutdown_timeout``) to finish before they are released back to the queue.
@@ -162,6 +192,9 @@ class Worker:
         timeout shortens the wait (a second Ctrl+C stops at once with ``timeout=0``).
         """
         self._stop_timeout = timeout if timeout is not None else self.settings.shutdown_timeout
+        deadline = time.monotonic() + self._stop_timeout + STOP_GRACE
+        if self._stop_deadline is None or deadline < self._stop_deadline:
+            self._stop_deadline = deadline
         self.stopping.set()
         self._stop_requested.set()
 
@@ -174,16 +207,25 @@ class Worker:
         while not pool.join(MAIN_THREAD_TICK):
             waited += MAIN_THREAD_TICK
             timeout = self._stop_timeout if self._stop_timeout is not None else 0.0
-            if waited >= timeout:
+            if waited >= timeout:  # a second signal sets it to 0 while we wait
                 break
         self.runs.stop_all(StopReason.SHUTDOWN)
-        if not pool.join(RELEASE_GRACE):
-            # Plain sync functions cannot be interrupted: hand their tasks back ourselves.
-            # Their slots' own settle comes too late to write anything (it is fenced).
-            for delivery in self.consumer.in_flight():
-                logger.warning(
-                    "worker %s: task %s did not stop; releasing it",
+        if pool.join(STOP_GRACE):
+            return
+        # Runs that did not stop (plain sync functions cannot be interrupted) are
+        # released from here, and their slots abandoned: they are daemons, gone when the
+        # process exits. If one ends first after all, its own settle is fenced: too late
+        # to write anything.
+        for delivery in self.consumer.in_flight():
+            logger.warning(
+                "worker %s: task %s did not stop; releasing it", self.worker_id, delivery.task_id
+            )
+            try:
+                self.consumer.settle(delivery, Outcome.released("worker stopped while it ran"))
+            except Exception as exc:  # noqa: BLE001 - it is reclaimed once we are gone
+                logger.error(
+                    "worker %s: task %s not released (%s); it will be reclaimed",
                     self.worker_id,
                     delivery.task_id,
+                    exc,
                 )
-                self.consumer.settle(delivery, Outcome.released("worker stopped while it ran"))

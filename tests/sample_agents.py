@@ -83,3 +83,39 @@ def flaky(input: str, metadata: dict[str, Any], task_id: str) -> str:
     if attempt <= int(input):
         raise RuntimeError(f"attempt {attempt} fails")
     return f"succeeded on attempt {attempt}"
+
+
+def _count(metadata: dict[str, Any], task_id: str) -> int:
+    client = redis.Redis.from_url(metadata["redis_url"])
+    executions = int(client.incr(f"test:executions:{task_id}"))
+    client.close()
+    return executions
+
+
+class Doom(BaseException):
+    """Not an Exception: escapes whatever catches errors, and ends the thread it runs on."""
+
+
+def doom(input: str, metadata: dict[str, Any], task_id: str) -> str:
+    _count(metadata, task_id)
+    raise Doom("this slot ends here")
+
+
+class Unstorable:
+    pass
+
+
+def unstorable(input: str, metadata: dict[str, Any], task_id: str) -> dict[str, Any]:
+    """Returns what JSON cannot hold."""
+    _count(metadata, task_id)
+    return {"thing": Unstorable()}
+
+
+def spin(input: str, metadata: dict[str, Any], task_id: str) -> str:
+    """Busy for ``input`` seconds without ever yielding: under gevent it holds up every
+    other greenlet of its worker, the main one included."""
+    _count(metadata, task_id)
+    deadline = time.monotonic() + float(input)
+    while time.monotonic() < deadline:
+        pass
+    return "spun"

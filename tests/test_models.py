@@ -59,6 +59,10 @@ def test_payload_round_trip_keeps_unknown_fields() -> None:
     [
         ("task_id", 7),
         ("task_id", ""),
+        ("task_id", "index"),  # the task index's own key name
+        ("task_id", "a{b}"),  # a Redis Cluster hash tag
+        ("task_id", "a b"),
+        ("task_id", "x" * 129),
         ("agent_config", "not an object"),
         ("input", None),
         ("messages", {"role": "user"}),
@@ -73,7 +77,7 @@ def test_payload_round_trip_keeps_unknown_fields() -> None:
     ],
 )
 def test_bad_payload_field_is_named(field: str, value: object) -> None:
-    data = {"input": "x", "agent_config": {}, field: value}
+    data = {"task_id": "t1", "input": "x", "agent_config": {}, field: value}
     with pytest.raises(ValidationError) as info:
         TaskPayload.from_dict(data)
     assert info.value.field == field

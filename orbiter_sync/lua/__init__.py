@@ -25,7 +25,6 @@ SCRIPTS = (
     "settle",
     "dead_letter",
     "promote",
-    "reclaim",
     "keep_alive",
     "publish",
 )
