@@ -153,8 +153,21 @@ class Target:
 # -- output ------------------------------------------------------------------------------
 
 
+def dumps(value: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """JSON text for output; a value nested too deep for an indented dump is printed
+    compact, and one too deep even for that as its repr, cut short."""
+    try:
+        return json.dumps(value, indent=indent, sort_keys=sort_keys, default=str)
+    except (RecursionError, ValueError):
+        pass
+    try:
+        return json.dumps(value, default=str)
+    except (RecursionError, ValueError):
+        return short(repr(value), 2000)
+
+
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    click.echo(dumps(value, sort_keys=True))
 
 
 def echo_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:

@@ -27,6 +27,7 @@ from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
 from .common import (
     Target,
     colored_status,
+    dumps,
     duration,
     echo_json,
     echo_table,
@@ -110,7 +111,7 @@ def task_status(task_id: str, redis_url: str | None, as_json: bool) -> None:
         ("Completed", when(task.completed_at)),
         ("Duration", duration(task.duration)),
         ("Error", task.error or "-"),
-        ("Result", "-" if task.result is None else json.dumps(task.result, indent=2)),
+        ("Result", "-" if task.result is None else dumps(task.result)),
     ]
     rows += [(name, value) for name, value in sorted(task.extra.items()) if name != "created_at"]
     echo_table(rows, ("Field", "Value"))
@@ -212,7 +213,7 @@ def _agent_config(entrypoint: str | None, agent_json: IO[str] | None) -> dict[st
 def _wait(handle: TaskHandle) -> None:
     result = handle.result()  # a failed or cancelled task raises: one line, exit 1
     output = result.get("output", result) if isinstance(result, dict) else result
-    click.echo(output if isinstance(output, str) else json.dumps(output, indent=2))
+    click.echo(output if isinstance(output, str) else dumps(output))
 
 
 @task_group.command("watch")

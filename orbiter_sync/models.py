@@ -209,6 +209,18 @@ def loads_strict(raw: str | bytes) -> Any:
     return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def readable(text: str) -> str:
+    """``text`` with any bytes that were not UTF-8 (read as lone surrogates) shown as
+    U+FFFD, so it can be printed, logged and sent to a browser."""
+    if not isinstance(text, str):
+        return str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _short(exc: BaseException, limit: int = 200) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -268,6 +280,7 @@ class TaskResult:
     @classmethod
     def from_hash(cls, task_id: str, data: Mapping[str, str]) -> TaskResult:
         """Parse a task hash; lenient on numbers, strict on ``status``."""
+        data = {readable(k): readable(v) for k, v in data.items()}
         raw_status = data.get("status") or TaskStatus.PENDING.value
         try:
             status = TaskStatus(raw_status)

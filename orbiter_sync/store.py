@@ -49,14 +49,17 @@ class TaskStore(RedisUser):
     def statuses(self, task_ids: list[str]) -> dict[str, TaskStatus | None]:
         """The status of each task in one round trip (None for unknown or unreadable ones)."""
 
-        def fetch() -> list[str | None]:
+        def fetch() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.hget(self.key(task_id), "status")
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)  # a key of the wrong type reads as None
 
         statuses = self._retry.call(fetch)
-        return {t: TaskStatus.parse(raw) for t, raw in zip(task_ids, statuses, strict=True)}
+        return {
+            t: TaskStatus.parse(raw) if isinstance(raw, str) else None
+            for t, raw in zip(task_ids, statuses, strict=True)
+        }
 
     def list_tasks(
         self, status: TaskStatus | str | None = None, limit: int = 100
@@ -90,15 +93,18 @@ class TaskStore(RedisUser):
                 return results
 
     def _load(self, task_ids: list[str]) -> list[TaskResult]:
-        def fetch() -> list[dict[str, str]]:
+        def fetch() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.hgetall(self.key(task_id))
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
         loaded: list[TaskResult] = []
         stale: list[str] = []
         for task_id, data in zip(task_ids, self._retry.call(fetch), strict=True):
+            if isinstance(data, Exception):  # a key of the wrong type: not a task of ours
+                logger.warning("task %s: unreadable status hash (%s)", task_id, data)
+                continue
             if not data:
                 stale.append(task_id)
                 continue
