@@ -26,6 +26,7 @@ import secrets
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Unpack
 
 from orbiter_sync.agents import ImportPolicy
@@ -44,7 +45,9 @@ from orbiter_sync.urls import mask_url, resolve_redis_url
 
 logger = logging.getLogger(__name__)
 
-SLOT_RESTART_PAUSE = 1.0  # seconds a dead slot stays down before it is restarted
+SLOT_RESTART_PAUSE = 1.0  # seconds a dead slot stays down; doubled while it keeps dying
+SLOT_RESTART_MAX = 30.0
+SLOT_STABLE = 30.0  # a restarted slot alive this long no longer counts its deaths
 STOP_GRACE = 0.3  # seconds stopped runs get to hand their task back themselves
 MAIN_THREAD_TICK = 0.05
 
@@ -54,6 +57,20 @@ __all__ = ["Worker", "WorkerSettings", "default_worker_id"]
 def default_worker_id() -> str:
     """``{hostname}-{pid}-{8 hex}``, unique per process."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class _SlotState:
+    """What the supervisor keeps per slot index: when it went down, its deaths in a
+    row, when it was last started."""
+
+    down_since: dict[int, float] = field(default_factory=dict)
+    deaths: dict[int, int] = field(default_factory=dict)
+    started: dict[int, float] = field(default_factory=dict)
+
+    def pause(self, index: int) -> float:
+        doublings = max(0, self.deaths.get(index, 1) - 1)
+        return float(min(SLOT_RESTART_MAX, SLOT_RESTART_PAUSE * 2.0**doublings))
 
 
 class Worker:
@@ -136,12 +153,12 @@ class Worker:
             heartbeat.start()
             listener.start()
             slots = {index: self._spawn(pool, index) for index in range(s.concurrency)}
-            down_since: dict[int, float] = {}
+            state = _SlotState()
             # Short waits: a signal that lands on another thread only reaches its Python
             # handler when the main thread next wakes, and two signals that arrive
             # before then count as one.
             while not self._stop_requested.wait(MAIN_THREAD_TICK):
-                self._supervise(pool, slots, down_since)
+                self._supervise(pool, slots, state)
             self._shut_down(pool)
         finally:
             self.stopping.set()
@@ -166,23 +183,31 @@ class Worker:
         )
         return pool.spawn(slot.run, name=f"orbiter-slot-{index}")
 
-    def _supervise(
-        self, pool: Pool, slots: dict[int, Handle], down_since: dict[int, float]
-    ) -> None:
-        """Restart slots that died (after a pause, so a crash loop does not spin); the
-        heartbeat reports the worker degraded while it is short of slots."""
+    def _supervise(self, pool: Pool, slots: dict[int, Handle], state: _SlotState) -> None:
+        """Restart slots that died, after a pause that doubles while one keeps dying (so
+        a crash loop does not spin); the heartbeat says degraded while any is down."""
         now = time.monotonic()
         for index, handle in slots.items():
             if handle.alive():
+                if now - state.started.get(index, now) >= SLOT_STABLE:
+                    state.deaths.pop(index, None)
                 continue
-            if index not in down_since:
-                down_since[index] = now
-                logger.error("worker %s: slot %d died; restarting it", self.worker_id, index)
-            elif now - down_since[index] >= SLOT_RESTART_PAUSE:
-                del down_since[index]
+            if index not in state.down_since:
+                state.down_since[index] = now
+                state.deaths[index] = state.deaths.get(index, 0) + 1
+                logger.error(
+                    "worker %s: slot %d died (%d in a row); restarting it in %gs",
+                    self.worker_id,
+                    index,
+                    state.deaths[index],
+                    state.pause(index),
+                )
+            elif now - state.down_since[index] >= state.pause(index):
+                del state.down_since[index]
                 slots[index] = self._spawn(pool, index)
+                state.started[index] = now
                 self.runs.slot_restarted()
-        self.runs.slots_down = len(down_since)
+        self.runs.slots_down = len(state.down_since)
 
     def stop(self, timeout: float | None = None) -> None:
         """Ask the worker to stop; running tasks get ``timeout`` seconds (default

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.events import event_from_json
+from orbiter_sync.health import WorkerHealth
 from orbiter_sync.models import TaskPayload, TaskResult, encode_result
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -205,3 +206,23 @@ def test_results_json_cannot_hold_are_refused_naming_the_type(
 ) -> None:
     with pytest.raises(ValidationError, match=named):
         encode_result(result)
+
+
+# -- heartbeats -------------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(["status", "hostname", "tasks_processed", "tasks_failed",
+                         "current_task_id", "concurrency", "started_at", "last_heartbeat",
+                         "running_task_ids", "slots_down"])
+        | st.text(max_size=12),
+        st.text(max_size=40) | st.sampled_from(["1e400", "-inf", "nan", "9" * 400, "\x1b[31m"]),
+        max_size=12,
+    )
+)  # fmt: skip
+def test_random_heartbeats_always_decode(data: dict[str, str]) -> None:
+    health = WorkerHealth.from_hash("w1", data)
+    json.dumps(health.__dict__, default=str, allow_nan=False)
+    assert health.heartbeat_age is None or health.heartbeat_age >= 0

@@ -138,10 +138,15 @@ def test_a_slot_that_dies_is_restarted(redis_url: str, r: redis.Redis, spawn_wor
                          metadata={"redis_url": redis_url})  # fmt: skip
 
     # When it has killed its slot, and again when it is taken back and run again
+    # (the second time, the slot stays down for 2 s: the pause doubles)
+    wait_for(lambda: r.hget("orbiter:workers:w1", "status") == "degraded", timeout=30)
     wait_for(lambda: status_of(r, doomed.task_id) == "failed", timeout=30)
 
     # Then the worker restarted the slot each time, and still runs tasks
-    assert "slot 0 died; restarting it" in log_of(worker)
+    assert "slot 0 died (1 in a row); restarting it in 1s" in log_of(worker)
+    assert "slot 0 died (2 in a row); restarting it in 2s" in log_of(worker)
+    wait_for(lambda: r.hget("orbiter:workers:w1", "status") == "running", timeout=10)
+    assert r.hget("orbiter:workers:w1", "slot_restarts") == "2"
     assert distributed(agent("echo"), "alive", redis_url=redis_url).result(timeout=20)
     assert int(r.get(f"test:executions:{doomed.task_id}") or 0) == 2
     [dead] = QueueAdmin(redis_url).dead_letters()
