@@ -162,4 +162,6 @@ def worker_command(
         f"  executor:    {s.executor}",
         err=True,
     )
-    worker.start()  # errors become one line through the command group
+    # errors become one line through the command group; a stop that overruns its
+    # deadline (a run that never yields, under gevent) ends the process on time
+    worker.start(exit_on_overrun=True)

@@ -145,8 +145,19 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 # Error replies that say Redis cannot serve right now, not that the command is wrong:
 # out of memory, busy running a script, loading its data, a replica or a master that
-# lost its link, a cluster slot moving. They are waited out like a dropped connection.
-TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN")
+# lost its link, a cluster slot moving or down, too few replicas, a failing save.
+# They are waited out like a dropped connection.
+TRANSIENT_REPLIES = (
+    "OOM",
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "NOREPLICAS",  # min-replicas-to-write not met
+    "MISCONF",  # a failing RDB save stops writes
+    "CLUSTERDOWN",
+)
 # redis-py turns some of them into classes of their own and drops the prefix
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.OutOfMemoryError,
@@ -154,6 +165,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.MasterDownError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
 )
 
 

@@ -226,16 +226,20 @@ class TaskConsumer(RedisUser):
         *,
         agent_name: str = "",
         client: redis.Redis | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Settled:
         """Record how an attempt ended, in one script call (see ``settle.lua``), over
-        ``client`` when given (the heartbeat's OS thread has one of its own).
+        ``client`` and ``retry`` when given (a stop, the heartbeat's OS thread).
 
         A failed attempt with retries left goes straight to ``retrying``; no
         reader ever sees ``failed`` for a task that will run again. Writes
-        nothing when this consumer no longer holds the entry.
+        nothing when this consumer no longer holds the entry. The delivery stays
+        held (kept alive, never taken back by this worker's own reclaimer) until
+        the script has answered: a settle retried through an outage cannot race a
+        second run of the same task.
         """
-        self._drop(delivery)
         if outcome.kind is OutcomeKind.LOST:
+            self._drop(delivery)
             return Settled("lost", None)
         s, task_id = self.settings, delivery.task_id
         event = ErrorEvent(
@@ -244,7 +248,7 @@ class TaskConsumer(RedisUser):
             recoverable=True,
             agent_name=agent_name,
         )
-        verdict, status = self._retry.call(
+        verdict, status = (retry or self._retry).call(
             self._scripts["settle"],
             keys=[
                 s.name,
@@ -275,6 +279,7 @@ class TaskConsumer(RedisUser):
             ],
             client=client,
         )
+        self._drop(delivery)
         return Settled(verdict, TaskStatus.parse(status))
 
     def abandon(self, delivery: Delivery) -> None:
@@ -287,6 +292,28 @@ class TaskConsumer(RedisUser):
                 delivery.task_id,
                 delivery.entry_id,
             )
+
+    def shared_keys_problem(self) -> str | None:
+        """What is wrong when a key every task shares (the queue, the task index, the
+        delayed retries, the dead letters) holds the wrong type, or None. A refusal
+        then is not this task's fault: its entry must not be dead-lettered for it."""
+        s = self.settings
+        expected = {s.name: "stream", s.index_key: "set", s.delayed_key: "zset",
+                    s.dead_letter_key: "stream"}  # fmt: skip
+
+        def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for key in expected:
+                pipe.type(key)
+            return pipe.execute()
+
+        kinds = self._retry.call(read)
+        wrong = [
+            f"{key} is a {kind}, not a {want}"
+            for (key, want), kind in zip(expected.items(), kinds, strict=True)
+            if kind not in (want, "none")
+        ]
+        return "; ".join(wrong) or None
 
     def _drop(self, delivery: Delivery) -> bool:
         with self._lock:
@@ -303,7 +330,9 @@ class TaskConsumer(RedisUser):
 
     # -- keeping entries alive, retries, leaving -------------------------------------
 
-    def keep_alive(self, *, client: redis.Redis | None = None) -> list[Delivery]:
+    def keep_alive(
+        self, *, client: redis.Redis | None = None, retry: RetryPolicy | None = None
+    ) -> list[Delivery]:
         """Reset the idle time of every entry held, so none is reclaimed while it runs
         (over ``client`` when given).
 
@@ -315,7 +344,7 @@ class TaskConsumer(RedisUser):
         if not held:
             return []
         s = self.settings
-        taken_ids, gone_ids = self._retry.call(
+        taken_ids, gone_ids = (retry or self._retry).call(
             self._scripts["keep_alive"],
             keys=[s.name],
             args=[s.group, self.name, *held],
@@ -349,14 +378,13 @@ class TaskConsumer(RedisUser):
             logger.info("re-enqueued %d retries on %s", moved, s.name)
         return moved
 
-    def leave(self) -> None:
-        """Remove this consumer from the group if it holds no entry (best effort, at exit)."""
-        s = self.settings
+    def leave(self, *, client: redis.Redis | None = None) -> None:
+        """Remove this consumer from the group if it holds no entry (best effort, at exit,
+        over ``client`` when given: a stop's own, with short timeouts)."""
+        s, client = self.settings, client or self._client
         try:
-            pending = self._client.xpending_range(
-                s.name, s.group, "-", "+", 1, consumername=self.name
-            )
+            pending = client.xpending_range(s.name, s.group, "-", "+", 1, consumername=self.name)
             if not pending:
-                self._client.xgroup_delconsumer(s.name, s.group, self.name)
+                client.xgroup_delconsumer(s.name, s.group, self.name)
         except redis.RedisError as exc:
             logger.debug("worker %s: consumer not removed: %s", self.name, exc)

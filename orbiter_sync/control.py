@@ -145,7 +145,8 @@ class CancelListener:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=LISTEN_TICK * 2)  # a daemon: never held up past that
+        if self._thread.ident is not None:  # it may never have started
+            self._thread.join(timeout=LISTEN_TICK * 2)  # a daemon: never held up past that
 
     def _run(self) -> None:
         backoff = 0.1

@@ -24,7 +24,7 @@ import redis
 from orbiter_sync import keys, lua
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
-from orbiter_sync.models import loads_strict
+from orbiter_sync.models import loads_external
 from orbiter_sync.queue import DEFAULT_EVENT_TTL
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def event_from_dict(data: Any) -> StreamEvent:
 def event_from_json(raw: str | bytes) -> StreamEvent:
     """Decode a stored event. Whatever ``raw`` holds, the only error is ValidationError."""
     try:
-        data = loads_strict(raw)
+        data = loads_external(raw)
     except (ValueError, RecursionError) as exc:
         raise ValidationError("", f"event is not valid JSON: {str(exc)[:200]}") from None
     return event_from_dict(data)

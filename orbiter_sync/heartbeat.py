@@ -29,12 +29,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from redis.client import Pipeline
 
 from orbiter_sync import keys, native
-from orbiter_sync.connection import RetryPolicy
+from orbiter_sync.connection import Budget
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunTracker
 from orbiter_sync.errors import RedisUnavailableError
@@ -47,7 +48,12 @@ from orbiter_sync.store import TaskStore
 logger = logging.getLogger(__name__)
 
 PRUNE_EVERY = 3600.0
-WATCHDOG_GRACE = 0.3  # seconds past a stop's deadline (timeout + STOP_GRACE) before it steps in
+STOP_BUDGET = Budget(0.6)  # each Redis call of a stop's cleanup gives up within it
+# The watchdog steps in WATCHDOG_GRACE after a stop's deadline (its timeout plus the
+# worker's STOP_GRACE), and the process is gone EXIT_WITHIN after that deadline.
+WATCHDOG_GRACE = 0.2
+EXIT_WITHIN = 0.6
+EXIT_MARGIN = 0.05  # left for logging and os._exit
 TICK = 0.05
 
 
@@ -61,17 +67,21 @@ class Heartbeat:
     def __init__(
         self,
         *,
-        connect: Callable[[], redis.Redis],
-        retry: RetryPolicy,
+        connect: Callable[[Budget], redis.Redis],
         worker_id: str,
         settings: WorkerSettings,
         runs: RunTracker,
         consumer: TaskConsumer,
         stopping: threading.Event,
         stop_deadline: Callable[[], float | None],
+        exit_on_overrun: bool = False,
     ) -> None:
         self.connect = connect
-        self.retry = retry
+        self.exit_on_overrun = exit_on_overrun
+        # A call gives up within a third of the TTL, so a hung Redis cannot hold one
+        # beat past the next; at a stop, calls give up fast (the stop has a deadline).
+        self.budget = Budget(max(1.0, settings.heartbeat_ttl / 3))
+        self.retry = self.budget.retry
         self.worker_id = worker_id
         self.settings = settings
         self.runs = runs
@@ -87,25 +97,41 @@ class Heartbeat:
         self._first_beat = native.Flag()
         self._done = native.Flag()
         self._first_error: BaseException | None = None
+        self._watched = False  # the watchdog acts once
         self._next_prune = time.monotonic() + PRUNE_EVERY
         self._next_registry_prune = time.monotonic()  # due at the first beat
 
     def start(self) -> None:
         """Start the thread; returns after its first beat (raising what that beat raised)."""
+        self._first_beat, self._done, self._first_error = native.Flag(), native.Flag(), None
         native.start_thread(self._run, name="orbiter-heartbeat")
         self._first_beat.wait(self.retry.deadline + 5)
         if self._first_error is not None:
             raise self._first_error
 
+    def alive(self) -> bool:
+        """False once the thread has ended (stopped, or died: the worker restarts it)."""
+        return not self._done.is_set()
+
+    def restart(self) -> None:
+        """Start the thread again after it died (its first beat's failure is only logged)."""
+        logger.error("worker %s: the heartbeat thread died; restarting it", self.worker_id)
+        try:
+            self.start()
+        except Exception as exc:  # noqa: BLE001 - it beats on from its thread
+            logger.warning("worker %s: heartbeat restarted, first beat failed: %s",
+                           self.worker_id, exc)  # fmt: skip
+
     def stop(self) -> None:
         """Stop beating: the thread deletes the heartbeat key and records ``stopped``."""
         self._stop.set()
-        self._done.wait(5)
+        self._done.wait(STOP_BUDGET.seconds * 2)
 
     def _run(self) -> None:
-        client = self.connect()
-        store = TaskStore(client=client, retry=self.retry)
+        client: redis.Redis | None = None
         try:
+            client = self.connect(self.budget)
+            store = TaskStore(client=client, retry=self.retry)
             try:
                 self.beat(client, store)
             except BaseException as exc:  # noqa: BLE001 - handed to start()
@@ -115,7 +141,7 @@ class Heartbeat:
                 self._first_beat.set()
             next_beat = time.monotonic() + self.interval
             while not self._stop.wait(TICK):
-                self._watch(client)
+                self._watch()
                 if time.monotonic() < next_beat:
                     continue
                 next_beat = time.monotonic() + self.interval
@@ -125,46 +151,72 @@ class Heartbeat:
                     logger.warning("worker %s: heartbeat skipped: %s", self.worker_id, exc)
                 except Exception:
                     logger.exception("worker %s: heartbeat failed", self.worker_id)
-            self._record_stop(client)
+            self._record_stop()
+        except BaseException:  # noqa: BLE001 - logged; the worker restarts the thread
+            logger.exception("worker %s: heartbeat thread failed", self.worker_id)
         finally:
-            client.close()
+            self._first_beat.set()
+            if client is not None:
+                client.close()
             self._done.set()
 
-    def _watch(self, client: redis.Redis) -> None:
-        """Release what a stop could not, and end the process, once the stop's time is up."""
+    def _watch(self) -> None:
+        """End the process once a stop's time is up and the worker has not finished it:
+        release what is still in flight first, over a connection of its own, giving
+        up on Redis in time to be gone by the deadline plus ``EXIT_WITHIN``."""
         deadline = self.stop_deadline()
-        if deadline is None or time.monotonic() < deadline + WATCHDOG_GRACE:
+        if deadline is None or time.monotonic() < deadline + WATCHDOG_GRACE or self._watched:
             return
+        self._watched = True
+        exit_by = deadline + EXIT_WITHIN
         stuck = self.consumer.in_flight()
-        if not stuck:
-            return  # the worker is finishing its own stop
         for delivery in stuck:
+            left = exit_by - time.monotonic() - EXIT_MARGIN
+            if left <= 0:
+                break
             logger.warning(
                 "worker %s: task %s did not stop in time; the watchdog releases it",
                 self.worker_id,
                 delivery.task_id,
             )
+            budget = Budget(min(STOP_BUDGET.seconds, left))
+            client = self.connect(budget)
             try:
                 self.consumer.settle(
-                    delivery, Outcome.released("worker stopped while it ran"), client=client
+                    delivery,
+                    Outcome.released("worker stopped while it ran"),
+                    client=client,
+                    retry=budget.retry,
                 )
             except Exception as exc:  # noqa: BLE001 - it is reclaimed once we are gone
                 logger.error("worker %s: task %s not released: %s", self.worker_id,
                              delivery.task_id, exc)  # fmt: skip
-        self._record_stop(client)
-        logger.warning("worker %s: stopped by its watchdog", self.worker_id)
+                break  # Redis is away: the deadline matters more
+            finally:
+                client.close()
+        if not self.exit_on_overrun:
+            return
+        left = exit_by - time.monotonic() - EXIT_MARGIN
+        if left > 0.05:
+            self._record_stop(Budget(min(STOP_BUDGET.seconds, left)))
+        logger.warning("worker %s: stop overran its deadline; ended by the watchdog",
+                       self.worker_id)  # fmt: skip
         logging.shutdown()
         os._exit(0)
 
-    def _record_stop(self, client: redis.Redis) -> None:
+    def _record_stop(self, budget: Budget = STOP_BUDGET) -> None:
+        """Delete the heartbeat key and record ``stopped``, giving up fast (best effort)."""
         now = time.time()
+        client = self.connect(budget)
         try:
             pipe = client.pipeline(transaction=True)
             pipe.delete(self.key)
             self._register(pipe, self._fields("stopped", now, self.runs.ids()), now)
-            pipe.execute()
+            pipe.execute(raise_on_error=False)
         except redis.RedisError as exc:  # the key expires on its own; the worker shows dead
             logger.warning("worker %s: could not record its stop: %s", self.worker_id, exc)
+        finally:
+            client.close()
 
     def _status(self) -> str:
         if self.stopping.is_set():
@@ -205,15 +257,22 @@ class Heartbeat:
         fields = self._fields(self._status(), now, running)
         ttl = self.settings.heartbeat_ttl
 
-        def write() -> None:
+        def write() -> list[Any]:
             pipe = client.pipeline(transaction=True)
             pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
             pipe.expire(self.key, ttl)
             self._register(pipe, fields, now)
-            pipe.execute()
+            return pipe.execute(raise_on_error=False)
 
-        self.retry.call(write)
-        for lost in self.consumer.keep_alive(client=client):
+        replies = self.retry.call(write)
+        if isinstance(replies[0], Exception):  # the wire heartbeat itself was refused
+            raise replies[0]
+        if any(isinstance(reply, Exception) for reply in replies[2:]):
+            # the registry is ours and only for `worker list`: a junk key there must not
+            # stop the beat, the keep-alives or the cancel re-poll
+            logger.warning("worker %s: worker registry not written: %s", self.worker_id,
+                           next(r for r in replies[2:] if isinstance(r, Exception)))  # fmt: skip
+        for lost in self.consumer.keep_alive(client=client, retry=self.retry):
             logger.warning(
                 "worker %s: task %s was taken over by another worker", self.worker_id, lost.task_id
             )
@@ -233,4 +292,10 @@ class Heartbeat:
                 logger.warning("worker %s: registry not pruned: %s", self.worker_id, exc)
 
     def _stop_run(self, task_id: str, reason: StopReason, entry_id: str | None) -> None:
-        self.in_hub(lambda: self.runs.stop(task_id, reason, entry_id=entry_id))
+        def stop() -> None:
+            try:
+                self.runs.stop(task_id, reason, entry_id=entry_id)
+            except Exception:  # noqa: BLE001 - a hub callback must never raise
+                logger.exception("worker %s: could not stop task %s", self.worker_id, task_id)
+
+        self.in_hub(stop)

@@ -60,7 +60,7 @@ def _new_task_id() -> str:
 # Task ids become Redis key names (orbiter:task:{id}, orbiter:stream:{id} ...): a safe
 # character set (no `{` or `}`, which are Redis Cluster hash tags), a bounded length,
 # and never a name our own keys use under the task prefix.
-TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,199}")
 RESERVED_TASK_IDS = frozenset({"index"})
 
 
@@ -70,8 +70,8 @@ def task_id_problem(task_id: Any) -> str | None:
         return f"must be a string, got {type(task_id).__name__}"
     if not TASK_ID_PATTERN.fullmatch(task_id):
         return (
-            "must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-', "
-            "starting with a letter or digit"
+            "must be 1-200 characters of A-Z, a-z, 0-9 and _ . : @ + = -, "
+            "starting with a letter, a digit or _"
         )
     if task_id in RESERVED_TASK_IDS:
         return f"{task_id!r} is reserved"
@@ -144,7 +144,7 @@ class TaskPayload:
         _check_type("extra", self.extra, dict, "an object")
         for name in ("agent_config", "messages", "metadata", "extra"):
             try:
-                json.dumps(getattr(self, name), allow_nan=False)
+                json.dumps(getattr(self, name))
             except (TypeError, ValueError, RecursionError) as exc:
                 raise ValidationError(name, f"must be JSON data: {_short(exc)}") from None
 
@@ -178,7 +178,7 @@ class TaskPayload:
     def from_json(cls, raw: str | bytes) -> TaskPayload:
         """Decode a queued payload. Whatever ``raw`` holds, the only error is ValidationError."""
         try:
-            data = loads_strict(raw)
+            data = loads_external(raw)
         except (ValueError, RecursionError) as exc:  # UnicodeError is a ValueError
             raise ValidationError("", f"payload is not valid JSON: {_short(exc)}") from None
         try:
@@ -189,24 +189,14 @@ class TaskPayload:
             raise ValidationError("", f"payload does not fit: {_short(exc)}") from None
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"{text[:20]} is out of range")
-    return number
-
-
-def loads_strict(raw: str | bytes) -> Any:
-    """``json.loads`` for data from outside: UTF-8 only (bytes that were not UTF-8 arrive
-    as lone surrogates and are refused), no NaN or Infinity, no float that overflows.
-    Raises ValueError (UnicodeError included) or RecursionError (nesting too deep)."""
+def loads_external(raw: str | bytes) -> Any:
+    """``json.loads`` for data from outside, UTF-8 only: bytes that were not UTF-8 arrive
+    as lone surrogates and are refused. NaN and Infinity are read, as Python (and so
+    the async library) writes them. Raises ValueError (UnicodeError included) or
+    RecursionError (nesting too deep)."""
     if isinstance(raw, str):
         raw.encode("utf-8")
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    return json.loads(raw)
 
 
 def readable(text: str) -> str:
@@ -221,8 +211,16 @@ def readable(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when even that raises (an exception's own ``__str__``)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - user code: anything goes
+        return f"<{type(exc).__name__} whose message cannot be read>"
+
+
 def _short(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc) or type(exc).__name__
+    text = describe(exc) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -348,7 +346,7 @@ def encode_result(result: Any) -> str:
     """
     try:
         return json.dumps(result, separators=(",", ":"), default=json_default, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a model_dump or a deep copy may raise anything
         raise ValidationError("result", f"cannot be stored as JSON: {_short(exc)}") from None
 
 

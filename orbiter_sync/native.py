@@ -14,6 +14,7 @@ Without gevent these are the standard library's threads and locks.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -110,3 +111,18 @@ def hub_caller() -> Callable[[Callable[[], object]], None]:
         loop.run_callback_threadsafe(fn)
 
     return call
+
+
+def share_logging() -> None:
+    """Under gevent, give logging real OS locks: the heartbeat's OS thread and the
+    greenlets both log, and a greenlet lock taken from another OS thread fails
+    (BlockingSwitchOutError, LoopExit). Handlers made later get one as they are made
+    only if this runs again; the worker calls it when it starts. No-op without gevent."""
+    if not gevent_active():
+        return
+    rlock: Callable[[], Any] = _original("_thread", "RLock")
+    logging._lock = rlock()  # type: ignore[attr-defined]
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            handler.lock = rlock()

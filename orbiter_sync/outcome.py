@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
-from orbiter_sync.models import TaskStatus, encode_result
+from orbiter_sync.models import TaskStatus, describe, encode_result, readable
 
 
 class StopReason(StrEnum):
@@ -70,7 +70,8 @@ class Outcome:
     @classmethod
     def failed(cls, exc: BaseException, *, retryable: bool = True) -> Outcome:
         kind = OutcomeKind.FAILED if retryable else OutcomeKind.FAILED_FOR_GOOD
-        return cls(kind, error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+        name = type(exc).__name__
+        return cls(kind, error=readable(f"{name}: {describe(exc)}"), error_type=name)
 
     @classmethod
     def timed_out(cls, seconds: float) -> Outcome:

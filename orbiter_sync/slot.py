@@ -15,13 +15,15 @@ import redis
 
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunControl, RunTracker
-from orbiter_sync.errors import AgentConfigError, RedisUnavailableError, ValidationError
+from orbiter_sync.errors import AgentConfigError, RedisUnavailableError
 from orbiter_sync.events import EventPublisher, StreamEvent
 from orbiter_sync.executors import Executor, RunContext
 from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted
 from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, Delivery
 
 logger = logging.getLogger(__name__)
+
+SHARED_KEY_BACKOFF = 5.0  # seconds a slot waits when a key every task shares is broken
 
 
 class Slot:
@@ -102,6 +104,21 @@ class Slot:
         reason = f"Redis refused to record this task: {exc}"
         logger.error("worker %s: task %s: %s", self.worker_id, delivery.task_id, reason)
         try:
+            problem = self.consumer.shared_keys_problem()
+        except Exception:  # noqa: BLE001 - cannot tell: the entry stays, it is reclaimed
+            problem = "the queue's keys could not be checked"
+        if problem:
+            # Every task would fail the same way: keep the entry, and wait for an operator.
+            self.consumer.abandon(delivery)
+            logger.error(
+                "worker %s: not dead-lettering task %s: %s (fix or delete that key)",
+                self.worker_id,
+                delivery.task_id,
+                problem,
+            )
+            self.stopping.wait(SHARED_KEY_BACKOFF)
+            return
+        try:
             self.consumer.dead_letter(
                 delivery.entry_id, reason, {"payload": delivery.raw}, delivery.task_id
             )
@@ -156,7 +173,7 @@ class Slot:
             return Outcome.failed(exc, retryable=True)
         try:
             return Outcome.completed(result)
-        except ValidationError as exc:  # a result JSON cannot hold: running again won't help
+        except Exception as exc:  # noqa: BLE001 - a result JSON cannot hold: no use re-running
             return Outcome.failed(exc, retryable=False)
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> None:

@@ -24,19 +24,25 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Unpack
 
+import redis
+
+from orbiter_sync import native
 from orbiter_sync.agents import ImportPolicy
-from orbiter_sync.connection import Budget, connect
+from orbiter_sync.connection import connect
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import CancelListener, RunTracker
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import make_executor
-from orbiter_sync.heartbeat import Heartbeat
+from orbiter_sync.heartbeat import STOP_BUDGET, Heartbeat
 from orbiter_sync.outcome import Outcome, StopReason
 from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
@@ -48,6 +54,7 @@ logger = logging.getLogger(__name__)
 SLOT_RESTART_PAUSE = 1.0  # seconds a dead slot stays down; doubled while it keeps dying
 SLOT_RESTART_MAX = 30.0
 SLOT_STABLE = 30.0  # a restarted slot alive this long no longer counts its deaths
+STOP_SWITCH_INTERVAL = 0.0005  # seconds: how often the GIL changes hands while stopping
 STOP_GRACE = 0.3  # seconds stopped runs get to hand their task back themselves
 MAIN_THREAD_TICK = 0.05
 
@@ -119,8 +126,14 @@ class Worker:
         url, queue = mask_url(self.redis_url), self.settings.queue_name
         return f"Worker({self.worker_id!r}, {url!r}, queue={queue!r})"
 
-    def start(self) -> None:
-        """Run until :meth:`stop` is called; returns once everything is shut down."""
+    def start(self, *, exit_on_overrun: bool = False) -> None:
+        """Run until :meth:`stop` is called; returns once everything is shut down.
+
+        ``exit_on_overrun`` (the CLI sets it) lets the heartbeat's watchdog end the
+        process when a stop overruns its deadline: under gevent a run that never
+        yields holds up the main greenlet that would finish the stop. Without it,
+        the watchdog only releases the runs that did not stop.
+        """
         s = self.settings
         logger.info(
             "worker %s starting: redis=%s queue=%s concurrency=%d pool=%s executor=%s",
@@ -131,19 +144,17 @@ class Worker:
             s.pool,
             s.executor,
         )
+        native.share_logging()
         self.consumer.ensure_group()
-        # The heartbeat gives up on a call within a third of its TTL, so a hung Redis
-        # cannot hold one beat past the next.
-        beat_budget = Budget(max(1.0, s.heartbeat_ttl / 3))
         heartbeat = Heartbeat(
-            connect=lambda: connect(self.redis_url, budget=beat_budget),
-            retry=beat_budget.retry,
+            connect=lambda budget: connect(self.redis_url, budget=budget),
             worker_id=self.worker_id,
             settings=s,
             runs=self.runs,
             consumer=self.consumer,
             stopping=self.stopping,
             stop_deadline=lambda: self._stop_deadline,
+            exit_on_overrun=exit_on_overrun,
         )
         listener = CancelListener(
             self.client, lambda task_id: self.runs.stop(task_id, StopReason.CANCELLED)
@@ -159,16 +170,29 @@ class Worker:
             # before then count as one.
             while not self._stop_requested.wait(MAIN_THREAD_TICK):
                 self._supervise(pool, slots, state)
+                if not heartbeat.alive():
+                    heartbeat.restart()
             self._shut_down(pool)
         finally:
+            # The heartbeat goes last: until it stops, its watchdog bounds the rest.
             self.stopping.set()
             listener.stop()
-            heartbeat.stop()
-            self.consumer.leave()
+            with self._stop_client() as client:
+                self.consumer.leave(client=client)
             self.executor.close()
             self.client.close()
+            heartbeat.stop()
             self._stopped.set()
             logger.info("worker %s stopped", self.worker_id)
+
+    @contextmanager
+    def _stop_client(self) -> Iterator[redis.Redis]:
+        """A client whose calls give up fast: a stop has a deadline, Redis may hang."""
+        client = connect(self.redis_url, budget=STOP_BUDGET)
+        try:
+            yield client
+        finally:
+            client.close()
 
     def _spawn(self, pool: Pool, index: int) -> Handle:
         slot = Slot(
@@ -220,6 +244,9 @@ class Worker:
         deadline = time.monotonic() + self._stop_timeout + STOP_GRACE
         if self._stop_deadline is None or deadline < self._stop_deadline:
             self._stop_deadline = deadline
+        # Runs that hog the CPU hold the GIL for 5 ms at a time; the stop's own calls
+        # would wait that long for it at every turn. Hand it over more often.
+        sys.setswitchinterval(min(sys.getswitchinterval(), STOP_SWITCH_INTERVAL))
         self.stopping.set()
         self._stop_requested.set()
 
@@ -228,11 +255,11 @@ class Worker:
 
     def _shut_down(self, pool: Pool) -> None:
         logger.info("worker %s stopping: %d running task(s)", self.worker_id, len(self.runs.ids()))
-        waited = 0.0
+        # Wait by the clock, not by counting ticks: under load a tick takes longer.
+        # A second signal moves the deadline closer while we wait.
         while not pool.join(MAIN_THREAD_TICK):
-            waited += MAIN_THREAD_TICK
-            timeout = self._stop_timeout if self._stop_timeout is not None else 0.0
-            if waited >= timeout:  # a second signal sets it to 0 while we wait
+            deadline = self._stop_deadline
+            if deadline is None or time.monotonic() >= deadline - STOP_GRACE:
                 break
         self.runs.stop_all(StopReason.SHUTDOWN)
         if pool.join(STOP_GRACE):
@@ -241,16 +268,26 @@ class Worker:
         # released from here, and their slots abandoned: they are daemons, gone when the
         # process exits. If one ends first after all, its own settle is fenced: too late
         # to write anything.
-        for delivery in self.consumer.in_flight():
-            logger.warning(
-                "worker %s: task %s did not stop; releasing it", self.worker_id, delivery.task_id
-            )
-            try:
-                self.consumer.settle(delivery, Outcome.released("worker stopped while it ran"))
-            except Exception as exc:  # noqa: BLE001 - it is reclaimed once we are gone
-                logger.error(
-                    "worker %s: task %s not released (%s); it will be reclaimed",
+        stuck = self.consumer.in_flight()
+        with self._stop_client() as client:
+            for delivery in stuck:
+                logger.warning(
+                    "worker %s: task %s did not stop; releasing it",
                     self.worker_id,
                     delivery.task_id,
-                    exc,
                 )
+                try:
+                    self.consumer.settle(
+                        delivery,
+                        Outcome.released("worker stopped while it ran"),
+                        client=client,
+                        retry=STOP_BUDGET.retry,
+                    )
+                except Exception as exc:  # noqa: BLE001 - reclaimed once we are gone
+                    logger.error(
+                        "worker %s: task %s not released (%s); it will be reclaimed",
+                        self.worker_id,
+                        delivery.task_id,
+                        exc,
+                    )
+                    break  # Redis is away: the stop's deadline matters more

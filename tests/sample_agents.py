@@ -119,3 +119,25 @@ def spin(input: str, metadata: dict[str, Any], task_id: str) -> str:
     while time.monotonic() < deadline:
         pass
     return "spun"
+
+
+class BadModel:
+    """Looks like a pydantic model, but dumping it fails."""
+
+    def model_dump(self, **options: Any) -> dict[str, Any]:
+        raise RuntimeError("this model cannot be dumped")
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message either")
+
+
+def bad_model(input: str, metadata: dict[str, Any], task_id: str) -> dict[str, Any]:
+    _count(metadata, task_id)
+    return {"model": BadModel()}
+
+
+def unprintable(input: str, metadata: dict[str, Any], task_id: str) -> str:
+    _count(metadata, task_id)
+    raise Unprintable()

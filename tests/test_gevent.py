@@ -141,3 +141,39 @@ def test_gevent_worker_stops_gracefully_on_sigterm(
     assert worker.wait(timeout=30) == 0
     assert {h.result(timeout=5)["output"] for h in handles} == {"startedwoke up"}
     assert not r.exists("orbiter:workers:g1")
+
+
+def test_runs_stopped_from_the_heartbeats_os_thread_are_all_stopped() -> None:
+    # Given a gevent process where an OS thread (the heartbeat's) logs and asks the hub
+    # to stop runs, as it does for runs whose entries were taken over, while greenlets
+    # log too
+    program = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import logging, sys, gevent\n"
+        "from orbiter_sync import native\n"
+        "from orbiter_sync.control import RunControl, RunTracker\n"
+        "from orbiter_sync.outcome import StopReason\n"
+        "logging.basicConfig(level=logging.INFO, stream=open('/dev/null', 'w'))\n"
+        "native.share_logging()  # what the worker does when it starts\n"
+        "log, runs, in_hub, done = logging.getLogger('x'), RunTracker('w'),"
+        " native.hub_caller(), native.Flag()\n"
+        "controls = [RunControl(f't{n}', 'e') for n in range(900)]\n"
+        "def beat():\n"
+        "    for c in controls:\n"
+        "        runs.track(c); log.warning('task %s taken over', c.task_id)\n"
+        "        in_hub(lambda c=c: runs.stop(c.task_id, StopReason.LOST, entry_id='e'))\n"
+        "        if int(c.task_id[1:]) % 3 == 2: native.sleep(0.002)\n"
+        "    done.set()\n"
+        "def chatty():\n"
+        "    while not done.is_set(): log.info('slot'); gevent.sleep(0.001)\n"
+        "gevent.spawn(chatty); native.start_thread(beat, 'hb')\n"
+        "while not done.is_set(): gevent.sleep(0.05)\n"
+        "gevent.sleep(0.5)\n"
+        "print(sum(c.reason is None for c in controls))\n"
+    )
+
+    # When it runs, then every stop reaches its run (none is lost to a logging lock)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", done.stderr[-2000:]

@@ -31,7 +31,7 @@ BAD_EVENTS: list[bytes] = [
     b'{"type": "usage", "usage": {"input_tokens": 1e400}, "agent_name": "a"}',
     b'{"type": "text", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
     b'{"type": "text", "text": "\xff\xfe not UTF-8"}',
-    b'{"type": "step", "step_number": 1, "status": "started", "started_at": NaN}',
+    b'{"type": "step", "step_number": 1, "status": "halfway", "started_at": 1}',
     b"not json at all",
 ]
 

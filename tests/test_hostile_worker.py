@@ -5,6 +5,7 @@ over, stops keep their promises."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -69,21 +70,39 @@ def test_no_entry_kills_a_slot(redis_url: str, r: redis.Redis, spawn_worker: Spa
     raw.close()
 
 
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("unstorable", "Unstorable is not JSON data"),
+        ("bad_model", "this model cannot be dumped"),
+    ],
+)
 def test_a_result_json_cannot_hold_ends_the_task_after_one_run(
-    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn, name: str, error: str
 ) -> None:
     spawn_worker(redis_url)
-    handle = distributed(
-        agent("unstorable"), "x", redis_url=redis_url, metadata={"redis_url": redis_url}
-    )
+    handle = distributed(agent(name), "x", redis_url=redis_url, metadata={"redis_url": redis_url})
 
-    with pytest.raises(TaskFailedError, match="Unstorable is not JSON data"):
+    with pytest.raises(TaskFailedError, match=error):
         handle.result(timeout=20)
 
     state = handle.status()
     assert state is not None and state.retries == 0
     assert r.get(f"test:executions:{handle.task_id}") == "1"
     assert r.xlen("orbiter:tasks") == 0 and pending_count(r) == 0
+
+
+def test_an_error_whose_message_cannot_be_read_is_a_plain_failed_attempt(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    spawn_worker(redis_url, "--max-retries", "1")
+    handle = distributed(agent("unprintable"), "x", redis_url=redis_url,
+                         metadata={"redis_url": redis_url})  # fmt: skip
+
+    with pytest.raises(TaskFailedError, match="Unprintable whose message cannot be read"):
+        handle.result(timeout=20)
+
+    assert r.get(f"test:executions:{handle.task_id}") == "2"  # one retry, as configured
 
 
 def test_a_huge_timeout_is_refused_at_submit_and_clamped_on_the_worker(
@@ -238,3 +257,70 @@ def test_redis_refusing_writes_is_waited_out(
     assert distributed(agent("echo"), "after", redis_url=url).result(timeout=20)
     assert "used memory > 'maxmemory'" in log_of(worker)  # what the slots waited out
     r.close()
+
+
+def test_a_broken_key_every_task_shares_dead_letters_nothing(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    # Given a task index that is not a set (an operator's mistake, say)
+    r.set("orbiter:task:index", "not a set")
+    worker = spawn_worker(redis_url, "--visibility-timeout", "1")
+    payload = TaskPayload(task_id="waits", agent_config=agent("echo"), input="x")
+    r.xadd("orbiter:tasks", {"payload": payload.to_json()})
+    wait_for(lambda: "fix or delete that key" in log_of(worker), timeout=20)
+
+    # Then its task is not thrown away, and once the key is fixed it runs (the worker
+    # takes its own entry back)
+    assert QueueAdmin(redis_url).dead_letters() == []
+    r.delete("orbiter:task:index")
+    assert TaskHandle("waits", redis_url=redis_url).result(timeout=30) == {"output": "echo: x"}
+
+
+def test_a_junk_registry_key_stops_no_worker(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    r.set("orbiter:registry:workers", "junk")
+    worker = spawn_worker(redis_url, worker_id="w1")
+
+    assert distributed(agent("echo"), "x", redis_url=redis_url).result(timeout=20)
+    assert r.exists("orbiter:workers:w1") and worker.poll() is None
+    assert "worker registry not written" in log_of(worker)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_stop_keeps_its_promise_when_redis_hangs_or_cpus_are_busy(
+    private_redis: EmbeddedRedis, spawn_worker: Spawn, concurrency: int
+) -> None:
+    # Given busy runs that never return in time (CPU-bound: they compete for the GIL)
+    url = private_redis.url
+    r = redis.Redis.from_url(url, decode_responses=True)
+    worker = spawn_worker(url, "--shutdown-timeout", "1", "--concurrency", str(concurrency))
+    handles = [
+        distributed(agent("spin"), "60", redis_url=url, metadata={"redis_url": url})
+        for _ in range(concurrency)
+    ]
+    wait_for(lambda: all(status_of(r, h.task_id) == "running" for h in handles), timeout=20)
+    hang = concurrency == 1  # with one run, Redis hangs as well: it cannot take a release
+    if hang:
+        os.kill(server_pid(private_redis), signal.SIGSTOP)
+    try:
+        # When the worker is told to stop, twice
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if hang:
+            os.kill(server_pid(private_redis), signal.SIGCONT)
+    # Then it is gone within 1 s of the second signal
+    assert took < 0.2 + 1, f"stopping took {took:.2f}s"
+    if not hang:  # and its tasks are back in the queue
+        assert {status_of(r, h.task_id) for h in handles} == {"pending"}
+    r.close()
+
+
+def server_pid(server: EmbeddedRedis) -> int:
+    assert server.process is not None
+    return server.process.pid

@@ -62,7 +62,7 @@ def test_payload_round_trip_keeps_unknown_fields() -> None:
         ("task_id", "index"),  # the task index's own key name
         ("task_id", "a{b}"),  # a Redis Cluster hash tag
         ("task_id", "a b"),
-        ("task_id", "x" * 129),
+        ("task_id", "x" * 201),
         ("agent_config", "not an object"),
         ("input", None),
         ("messages", {"role": "user"}),

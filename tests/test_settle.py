@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis
@@ -20,6 +21,7 @@ from helpers import (
 )
 
 from orbiter_sync import lua
+from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.errors import AgentConfigError
 from orbiter_sync.events import EventSubscriber
@@ -233,6 +235,9 @@ def test_subscriber_sees_retry_and_terminal_events_in_order(
     ]
 
 
+T = TypeVar("T")
+
+
 @pytest.mark.parametrize(
     ("outcome", "status"),
     [
@@ -291,3 +296,23 @@ def test_settle_refuses_an_outcome_it_does_not_know(
         settle(keys=keys, args=args)
 
     assert r.hget("orbiter:task:t", "status") == "running" and pending_count(r) == 1
+
+
+def test_a_delivery_stays_held_while_its_settle_is_retried(
+    redis_url: str, producer: TaskProducer, consumer: TaskConsumer
+) -> None:
+    # Given a retry policy that notes, at each call, whether the delivery is held
+    producer.submit(TaskPayload(input="x"))
+    delivery = claim_and_begin(consumer)
+    held_during: list[bool] = []
+
+    class Watching(RetryPolicy):
+        def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+            held_during.append(delivery in consumer.in_flight())
+            return fn(*args, **kwargs)
+
+    # When it is settled, then the delivery is held (kept alive, never taken back by
+    # this worker's reclaimer) until the script has answered, and let go after
+    assert consumer.settle(delivery, Outcome.completed({}), retry=Watching()).written
+    assert held_during == [True]
+    assert consumer.in_flight() == []
