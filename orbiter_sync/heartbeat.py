@@ -169,29 +169,16 @@ class Heartbeat:
             return
         self._watched = True
         exit_by = deadline + EXIT_WITHIN
-        stuck = self.consumer.in_flight()
-        for delivery in stuck:
+
+        def time_left() -> Budget | None:
             left = exit_by - time.monotonic() - EXIT_MARGIN
-            if left <= 0:
-                break
-            logger.warning(
-                "worker %s: task %s did not stop in time; the watchdog releases it",
-                self.worker_id,
-                delivery.task_id,
-            )
-            budget = Budget(min(STOP_BUDGET.seconds, left))
-            client = self.connect(budget)
+            return Budget(min(STOP_BUDGET.seconds, left)) if left > 0.05 else None
+
+        if self.consumer.in_flight():
+            first = time_left() or Budget(0.05)
+            client = self.connect(first)
             try:
-                self.consumer.settle(
-                    delivery,
-                    Outcome.released("worker stopped while it ran"),
-                    client=client,
-                    retry=budget.retry,
-                )
-            except Exception as exc:  # noqa: BLE001 - it is reclaimed once we are gone
-                logger.error("worker %s: task %s not released: %s", self.worker_id,
-                             delivery.task_id, exc)  # fmt: skip
-                break  # Redis is away: the deadline matters more
+                release_stuck(self.consumer, client, time_left, "the watchdog")
             finally:
                 client.close()
         if not self.exit_on_overrun:
@@ -299,3 +286,39 @@ class Heartbeat:
                 logger.exception("worker %s: could not stop task %s", self.worker_id, task_id)
 
         self.in_hub(stop)
+
+
+def release_stuck(
+    consumer: TaskConsumer, client: redis.Redis, budget: Callable[[], Budget | None], who: str
+) -> None:
+    """Put every delivery still held back on the queue, at a stop, over ``client``.
+
+    ``budget()`` gives each call its time, or None when no time is left. The
+    first failure ends it (Redis is away: the stop's deadline matters more); what
+    is not released is reclaimed once this worker is gone.
+    """
+    for delivery in consumer.in_flight():
+        call_budget = budget()
+        if call_budget is None:
+            return
+        logger.warning(
+            "worker %s: task %s did not stop in time; %s releases it",
+            consumer.name,
+            delivery.task_id,
+            who,
+        )
+        try:
+            consumer.settle(
+                delivery,
+                Outcome.released("worker stopped while it ran"),
+                client=client,
+                retry=call_budget.retry,
+            )
+        except Exception as exc:  # noqa: BLE001 - reclaimed once we are gone
+            logger.error(
+                "worker %s: task %s not released (%s); it will be reclaimed",
+                consumer.name,
+                delivery.task_id,
+                exc,
+            )
+            return

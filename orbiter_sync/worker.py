@@ -42,8 +42,8 @@ from orbiter_sync.control import CancelListener, RunTracker
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import make_executor
-from orbiter_sync.heartbeat import STOP_BUDGET, Heartbeat
-from orbiter_sync.outcome import Outcome, StopReason
+from orbiter_sync.heartbeat import STOP_BUDGET, Heartbeat, release_stuck
+from orbiter_sync.outcome import StopReason
 from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
 from orbiter_sync.slot import Slot
@@ -268,26 +268,5 @@ class Worker:
         # released from here, and their slots abandoned: they are daemons, gone when the
         # process exits. If one ends first after all, its own settle is fenced: too late
         # to write anything.
-        stuck = self.consumer.in_flight()
         with self._stop_client() as client:
-            for delivery in stuck:
-                logger.warning(
-                    "worker %s: task %s did not stop; releasing it",
-                    self.worker_id,
-                    delivery.task_id,
-                )
-                try:
-                    self.consumer.settle(
-                        delivery,
-                        Outcome.released("worker stopped while it ran"),
-                        client=client,
-                        retry=STOP_BUDGET.retry,
-                    )
-                except Exception as exc:  # noqa: BLE001 - reclaimed once we are gone
-                    logger.error(
-                        "worker %s: task %s not released (%s); it will be reclaimed",
-                        self.worker_id,
-                        delivery.task_id,
-                        exc,
-                    )
-                    break  # Redis is away: the stop's deadline matters more
+            release_stuck(self.consumer, client, lambda: STOP_BUDGET, "the worker")

@@ -231,7 +231,7 @@ def test_a_run_that_cannot_be_stopped_is_released_by_the_worker(
     state = handle.status()
     assert state is not None and state.status == "pending" and state.retries == 0
     assert r.xlen("orbiter:tasks") == 1 and pending_count(r) == 0
-    assert "did not stop; releasing it" in log_of(worker)
+    assert "did not stop in time; the worker releases it" in log_of(worker)
 
 
 def test_sigkill_during_a_task_and_another_worker_completes_it(
