@@ -160,6 +160,7 @@ class Worker:
             self.client, lambda task_id: self.runs.stop(task_id, StopReason.CANCELLED)
         )
         pool = make_pool(s.pool)
+        switch_interval = sys.getswitchinterval()  # a stop lowers it; restored at the end
         try:
             heartbeat.start()
             listener.start()
@@ -182,6 +183,7 @@ class Worker:
             self.executor.close()
             self.client.close()
             heartbeat.stop()
+            sys.setswitchinterval(switch_interval)
             self._stopped.set()
             logger.info("worker %s stopped", self.worker_id)
 
