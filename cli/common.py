@@ -8,6 +8,7 @@ an unknown task). Passwords never reach that line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -61,12 +62,17 @@ class OrbiterGroup(click.Group):
 
 
 def _scrub(message: str, ctx: click.Context) -> str:
-    """Remove any password the user gave us from ``message``: a URL becomes its masked
-    form, then every secret in it becomes ``***`` (one under 4 characters only where it
-    stands alone, so that words survive)."""
-    for url in sorted(_urls_of(ctx), key=len, reverse=True):
+    """Remove any password the user gave us from ``message``."""
+    return scrub(message, _urls_of(ctx))
+
+
+def scrub(message: str, urls: list[str]) -> str:
+    """``message`` with each of ``urls`` masked, then every secret they hold as ``***``
+    (one under 4 characters only where it stands alone, so that words survive)."""
+    for url in sorted(urls, key=len, reverse=True):
         message = message.replace(url, mask_url(url))
-    for secret in _secrets_of(ctx):
+    secrets = sorted({s for url in urls for s in url_secrets(url)}, key=len, reverse=True)
+    for secret in secrets:
         if len(secret) >= 4:
             message = message.replace(secret, "***")
         else:
@@ -74,14 +80,26 @@ def _scrub(message: str, ctx: click.Context) -> str:
     return message
 
 
+class ScrubbingFormatter(logging.Formatter):
+    """Log lines with the passwords of ``urls`` scrubbed out, whatever wrote them (redis-py's
+    own errors may quote a piece of a URL it misread)."""
+
+    def __init__(self, fmt: str, urls: list[str]) -> None:
+        super().__init__(fmt)
+        self.urls = [url for url in urls if url]
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record), self.urls)
+
+
+def urls_in_use(ctx: click.Context) -> list[str]:
+    """Every Redis URL a command may use (flags and environment)."""
+    return _urls_of(ctx)
+
+
 def _urls_of(ctx: click.Context) -> list[str]:
     urls = [os.environ.get(URL_ENV, ""), os.environ.get(HEROKU_URL_ENV, "")]
     return [url for url in urls + ctx.meta.get(_URLS_SEEN, []) if url]
-
-
-def _secrets_of(ctx: click.Context) -> list[str]:
-    """The secrets of every URL the command may have used, longest first."""
-    return sorted({s for url in _urls_of(ctx) for s in url_secrets(url)}, key=len, reverse=True)
 
 
 _URLS_SEEN = "orbiter_sync.redis_urls"  # ctx.meta is shared by a command and its parents

@@ -19,9 +19,10 @@ from orbiter_sync.pools import POOLS
 from orbiter_sync.urls import mask_url, resolve_redis_url
 from orbiter_sync.worker import Worker, WorkerSettings
 
-from .common import ConfigError, remember_url
+from .common import ConfigError, ScrubbingFormatter, remember_url, urls_in_use
 
 F = TypeVar("F", bound=Callable[..., Any])
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 logger = logging.getLogger("orbiter_sync.cli")
 
@@ -125,11 +126,16 @@ def worker_command(
     """  # noqa: D301
     logging.basicConfig(
         level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
         force=True,  # replaces the quiet setup of the command group
     )
     remember_url(redis_url)
+    # every log line, whoever writes it, goes out without a password in it
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            ScrubbingFormatter(LOG_FORMAT, urls_in_use(click.get_current_context()))
+        )
     try:
         url = resolve_redis_url(redis_url)
         worker = Worker(url, worker_id=worker_id, settings=WorkerSettings(**settings))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 from cli_support import HUMAN_TIME, agent, run
-from helpers import CLI, Spawn, log_of
+from helpers import CLI, Spawn, log_of, wait_for
 
 from orbiter_sync import TaskPayload, distributed
 from orbiter_sync.consumer import TaskConsumer
@@ -287,3 +287,22 @@ def test_help_explains_each_command() -> None:
         done = cli_process(*args)
         assert done.returncode == 0, done.stderr
         assert "Usage: orbiter-sync" in done.stdout
+
+
+def test_worker_logs_carry_no_piece_of_a_misread_password(tmp_path: Path) -> None:
+    # Given a URL whose password holds an unencoded @ and /: redis-py reads the part
+    # after the @ as the host, and its connection errors name that "host"
+    url = f"redis://:pw@x1y2z3/q@127.0.0.1:{free_port()}/0"
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = subprocess.Popen([CLI, "start", "worker", "--redis-url", url],
+                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: "Redis call failed" in log_path.read_text(), timeout=20)
+    finally:
+        worker.kill()
+        worker.wait()
+
+    # Then no log line holds any piece of it
+    text = log_path.read_text()
+    assert "x1y2z3" not in text and "pw@" not in text, text[-2000:]
