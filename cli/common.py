@@ -63,21 +63,28 @@ class OrbiterGroup(click.Group):
 
 def _scrub(message: str, ctx: click.Context) -> str:
     """Remove any password the user gave us from ``message``."""
-    return scrub(message, _urls_of(ctx))
+    return Scrubber(urls_in_use(ctx))(message)
 
 
-def scrub(message: str, urls: list[str]) -> str:
-    """``message`` with each of ``urls`` masked, then every secret they hold as ``***``
-    (one under 4 characters only where it stands alone, so that words survive)."""
-    for url in sorted(urls, key=len, reverse=True):
-        message = message.replace(url, mask_url(url))
-    secrets = sorted({s for url in urls for s in url_secrets(url)}, key=len, reverse=True)
-    for secret in secrets:
-        if len(secret) >= 4:
-            message = message.replace(secret, "***")
-        else:
-            message = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", message)
-    return message
+class Scrubber:
+    """Takes the passwords of ``urls`` out of text: each URL becomes its masked form, then
+    every secret it holds ``***`` (one under 4 characters only where it stands alone, so
+    that words survive). The secrets are worked out once, not per message."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = sorted({url for url in urls if url}, key=len, reverse=True)
+        found = {secret for url in self.urls for secret in url_secrets(url)}
+        self.secrets = sorted(found, key=len, reverse=True)
+
+    def __call__(self, message: str) -> str:
+        for url in self.urls:
+            message = message.replace(url, mask_url(url))
+        for secret in self.secrets:
+            if len(secret) >= 4:
+                message = message.replace(secret, "***")
+            else:
+                message = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", message)
+        return message
 
 
 class ScrubbingFormatter(logging.Formatter):
@@ -86,18 +93,14 @@ class ScrubbingFormatter(logging.Formatter):
 
     def __init__(self, fmt: str, urls: list[str]) -> None:
         super().__init__(fmt)
-        self.urls = [url for url in urls if url]
+        self.scrub = Scrubber(urls)
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record), self.urls)
+        return self.scrub(super().format(record))
 
 
 def urls_in_use(ctx: click.Context) -> list[str]:
     """Every Redis URL a command may use (flags and environment)."""
-    return _urls_of(ctx)
-
-
-def _urls_of(ctx: click.Context) -> list[str]:
     urls = [os.environ.get(URL_ENV, ""), os.environ.get(HEROKU_URL_ENV, "")]
     return [url for url in urls + ctx.meta.get(_URLS_SEEN, []) if url]
 
