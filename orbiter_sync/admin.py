@@ -9,10 +9,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis
-
-from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
-from orbiter_sync.queue import QueueSettings
+from orbiter_sync.queue import QueueUser
 
 
 @dataclass(frozen=True)
@@ -36,19 +33,8 @@ class QueueStats:
         return asdict(self)
 
 
-class QueueAdmin(RedisUser):
+class QueueAdmin(QueueUser):
     """Reads the state of one queue."""
-
-    def __init__(
-        self,
-        redis_url: str | None = None,
-        settings: QueueSettings | None = None,
-        *,
-        client: redis.Redis | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
-    ) -> None:
-        self.settings = settings or QueueSettings()
-        super().__init__(redis_url, client=client, retry=retry)
 
     def stats(self) -> QueueStats:
         """Length, pending entries, lag, oldest pending age, dead letters and delayed retries."""

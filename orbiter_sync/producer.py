@@ -8,34 +8,29 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import cached_property
 
-import redis
+from redis.commands.core import Script
 
 from orbiter_sync import keys, lua
-from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.events import new_event_id
 from orbiter_sync.models import TaskPayload
-from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueSettings
+from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueUser
 
 logger = logging.getLogger(__name__)
 
 
-class TaskProducer(RedisUser):
+class TaskProducer(QueueUser):
     """Submits tasks to one queue and cancels them."""
 
-    def __init__(
-        self,
-        redis_url: str | None = None,
-        settings: QueueSettings | None = None,
-        *,
-        client: redis.Redis | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
-    ) -> None:
-        self.settings = settings or QueueSettings()
-        super().__init__(redis_url, client=client, retry=retry)
-        self._submit = lua.register(self._client, "submit")
-        self._cancel = lua.register(self._client, "cancel")
+    @cached_property
+    def _submit(self) -> Script:
+        return lua.register(self._client, "submit")
+
+    @cached_property
+    def _cancel(self) -> Script:
+        return lua.register(self._client, "cancel")
 
     @property
     def queue_name(self) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import redis
 import tenacity
 
 from orbiter_sync import keys
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.models import TaskPayload
 
@@ -94,6 +96,21 @@ class QueueSettings:
             state.attempt_number = attempt
             delays.append(float(self.retry_backoff(state)))
         return delays or [0.0]
+
+
+class QueueUser(RedisUser):
+    """A :class:`RedisUser` that works on one queue, described by its ``settings``."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        settings: QueueSettings | None = None,
+        *,
+        client: redis.Redis | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.settings = settings or QueueSettings()
+        super().__init__(redis_url, client=client, retry=retry)
 
 
 @dataclass(frozen=True)
