@@ -118,7 +118,6 @@ class Worker:
         self.runs = RunTracker(self.worker_id)
         self.stopping = threading.Event()
         self._stop_requested = threading.Event()
-        self._stop_timeout: float | None = None
         self._stop_deadline: float | None = None  # when a requested stop must be over
         self._stopped = threading.Event()
 
@@ -242,8 +241,8 @@ class Worker:
         Safe from any thread and from signal handlers; a second call with a smaller
         timeout shortens the wait (a second Ctrl+C stops at once with ``timeout=0``).
         """
-        self._stop_timeout = timeout if timeout is not None else self.settings.shutdown_timeout
-        deadline = time.monotonic() + self._stop_timeout + STOP_GRACE
+        grace = timeout if timeout is not None else self.settings.shutdown_timeout
+        deadline = time.monotonic() + grace + STOP_GRACE
         if self._stop_deadline is None or deadline < self._stop_deadline:
             self._stop_deadline = deadline
         # Runs that hog the CPU hold the GIL for 5 ms at a time; the stop's own calls
