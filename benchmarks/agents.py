@@ -10,3 +10,7 @@ IO_SECONDS = 0.2
 def io_wait(input: str) -> str:
     time.sleep(IO_SECONDS)
     return input
+
+
+def noop(input: str) -> str:
+    return input

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import click
 import redis
-from tabulate import tabulate
 
 from orbiter_sync import keys
 from orbiter_sync.admin import QueueAdmin
@@ -192,6 +191,8 @@ def echo_json(value: Any) -> None:
 
 
 def echo_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
+    from tabulate import tabulate  # only the commands that print tables pay for it
+
     click.echo(tabulate(list(rows), headers=list(headers), tablefmt=TABLE_FORMAT))
 
 

@@ -102,6 +102,12 @@ def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     help="Seconds a slot waits for a task before checking whether to stop.",
 )
 @setting(
+    "prefetch",
+    type=click.IntRange(min=0),
+    help="Most tasks claimed ahead of the free slots, fetched only while runs are short "
+    "(as many as the worker finishes in 50 ms); 0 claims only for idle slots.",
+)
+@setting(
     "allow_imports",
     "--allow-import",
     multiple=True,

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from orbiter_sync.urls import mask_url, resolve_redis_url
     from orbiter_sync.worker import Worker
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _MODULE_OF = {
     "QueueAdmin": "orbiter_sync.admin",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,6 +31,9 @@ from redis.connection import HiredisRespSerializer
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 from redis.utils import HIREDIS_AVAILABLE
+
+if HIREDIS_AVAILABLE:
+    import hiredis
 
 from orbiter_sync.env import CERT_REQS_ENV
 from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
@@ -105,6 +109,12 @@ class _SurrogateSafePacker(HiredisRespSerializer):
     """hiredis' command packer, given str arguments encoded as UTF-8 with surrogateescape."""
 
     def pack(self, *args: Any) -> Any:
+        command = args[0]
+        if isinstance(command, str) and " " not in command:
+            try:  # the common case, straight to hiredis: no surrogates, no bytearrays
+                return [hiredis.pack_command(args)]
+            except (UnicodeEncodeError, TypeError):
+                pass
         as_bytes = (a.encode("utf-8", "surrogateescape") if isinstance(a, str) else a for a in args)
         return super().pack(*as_bytes)  # type: ignore[arg-type]
 
@@ -200,23 +210,38 @@ class RetryPolicy:
         attempt_timeout: float | None = None,
     ) -> None:
         self.deadline = deadline
-        stop: tenacity.stop.stop_base = tenacity.stop_after_delay(deadline)
-        if attempt_timeout is not None:  # then no attempt starts that could end late
-            stop = tenacity.stop_before_delay(deadline - attempt_timeout)
+        self.attempt_timeout = attempt_timeout
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             wait=tenacity.wait_exponential(multiplier=initial, max=max_wait)
             + tenacity.wait_random(0, initial),
-            stop=stop,
             before_sleep=_log_retry,
             reraise=True,
         )
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)``, retrying it on dropped connections and transient
-        error replies; other errors (WRONGTYPE, a script error) are raised at once."""
+        error replies; other errors (WRONGTYPE, a script error) are raised at once.
+
+        The first attempt is a plain call: tenacity's machinery is set up only once it
+        has failed, so a healthy Redis costs nothing more than the call itself."""
+        started = time.monotonic()
         try:
-            return self._retrying.copy()(fn, *args, **kwargs)
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            if not is_transient(exc):
+                raise
+            first: BaseException | None = exc
+
+        def attempt() -> T:
+            nonlocal first
+            if first is not None:  # tenacity sees the first failure as its attempt 1
+                failed, first = first, None
+                raise failed
+            return fn(*args, **kwargs)
+
+        try:
+            return self._retrying.copy(stop=self._stop_since(started))(attempt)
         except redis.RedisError as exc:
             if not is_transient(exc):
                 raise
@@ -224,6 +249,16 @@ class RetryPolicy:
             raise RedisUnavailableError(
                 f"Redis {what} after retrying for {self.deadline:g}s: {exc}"
             ) from exc
+
+    def _stop_since(self, started: float) -> Callable[[tenacity.RetryCallState], bool]:
+        """Stop once ``deadline`` seconds have passed since ``started``; with an
+        ``attempt_timeout``, start no attempt that could end after that."""
+        if self.attempt_timeout is None:
+            return lambda state: time.monotonic() - started >= self.deadline
+        last_start = self.deadline - self.attempt_timeout
+        return lambda state: (
+            time.monotonic() - started + (state.upcoming_sleep or 0.0) >= last_start
+        )
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:

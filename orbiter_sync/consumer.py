@@ -18,18 +18,18 @@ from typing import Any
 import redis
 
 from orbiter_sync import keys, lua, native
-from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
+from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy
 from orbiter_sync.dead_letters import DeadLetterWriter, task_id_of
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.events import ErrorEvent, StatusEvent, new_event_id
+from orbiter_sync.inbox import Inbox
+from orbiter_sync.lines import LineUser
 from orbiter_sync.models import TaskPayload, TaskStatus
 from orbiter_sync.outcome import Outcome, OutcomeKind, Settled
-from orbiter_sync.queue import Delivery, QueueSettings
+from orbiter_sync.queue import Delivery, QueueSettings, shared_keys_problem
 from orbiter_sync.reclaimer import Reclaimer
 
 logger = logging.getLogger(__name__)
-
-PROMOTE_EVERY = 0.5  # seconds between checks for due retries on the claim path
 
 # What settle.lua is asked to do for each outcome (LOST never reaches Redis).
 _SETTLE_OP = {
@@ -42,7 +42,7 @@ _SETTLE_OP = {
 }
 
 
-class TaskConsumer(RedisUser):
+class TaskConsumer(LineUser):
     """Claims and settles tasks of one queue for one worker (the consumer ``name``)."""
 
     def __init__(
@@ -53,19 +53,23 @@ class TaskConsumer(RedisUser):
         *,
         client: redis.Redis | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        prefetch: int = 0,
     ) -> None:
         self.name = name
         self.settings = settings or QueueSettings()
         super().__init__(redis_url, client=client, retry=retry)
         self._lock = native.Lock()  # the heartbeat's OS thread reads what is in flight
         self._in_flight: dict[str, Delivery] = {}  # by entry id: claimed, not yet settled
+        self._started: set[str] = set()  # entry ids of those begun
         self._group_ready = False
-        self._next_promote = 0.0
+        self._inbox = Inbox(self._read_new, prefetch)
+        running = StatusEvent(status="running", message=f"running on {name}")
+        self._running_event = running.to_json()  # the same for every task it begins
         self._dead_letters = DeadLetterWriter(self._client, name, self.settings, retry)
-        self._reclaimer = Reclaimer(self._client, name, self.settings, retry, self._held)
+        self.reclaimer = Reclaimer(self._client, name, self.settings, retry, self._held)
         self._scripts = {
             script: lua.register(self._client, script)
-            for script in ("begin", "settle", "promote", "keep_alive")
+            for script in ("begin", "settle", "keep_alive")
         }
 
     # -- claiming --------------------------------------------------------------------
@@ -84,58 +88,60 @@ class TaskConsumer(RedisUser):
     def claim(self, *, timeout: float = 5.0) -> Delivery | None:
         """The next task, waiting up to ``timeout`` seconds; None if none came.
 
-        Entries of dead workers (idle past the visibility timeout) are taken over
-        first. An entry that cannot be decoded, or was delivered more than
-        ``max_deliveries`` times, is dead-lettered and the wait goes on: claim
-        never raises on a bad entry.
+        Slots claiming at the same time share one ``XREADGROUP`` (inbox.py). An
+        entry that cannot be decoded, or was delivered more than ``max_deliveries``
+        times, is dead-lettered and the wait goes on: claim never raises on a bad
+        entry. Retries coming due and dead workers' entries are not looked for
+        here: the worker's maintenance loop does that on its own schedule
+        (maintenance.py), handing what it takes over to :meth:`offer`.
         """
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            if not self._group_ready:
-                self.ensure_group()
-            self._promote_on_schedule()
-            try:
-                delivery = self._reclaim_on_schedule() or self._read_new(deadline)
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                logger.warning(
-                    "consumer group %s vanished (Redis restarted?); recreating", self.settings.group
-                )
-                self._group_ready = False
-                continue
-            if delivery is not None or time.monotonic() >= deadline:
-                return delivery
+        return self._inbox.take(timeout)
 
-    def _read_new(self, deadline: float) -> Delivery | None:
+    def _read_new(self, count: int, deadline: float) -> list[Delivery]:
+        """Read up to ``count`` new entries in one call, blocking until ``deadline`` at most."""
+        if not self._group_ready:
+            self.ensure_group()
         block_ms = int(min(max(deadline - time.monotonic(), 0.0), 2.0) * 1000)
-        response: Any = self._retry.call(
-            self._client.xreadgroup,
-            self.settings.group,
-            self.name,
-            {self.settings.name: ">"},
-            count=1,
-            block=block_ms or None,
-        )
+        try:
+            response: Any = self._retry.call(
+                self._client.xreadgroup,
+                self.settings.group,
+                self.name,
+                {self.settings.name: ">"},
+                count=count,
+                block=block_ms or None,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            logger.warning(
+                "consumer group %s vanished (Redis restarted?); recreating", self.settings.group
+            )
+            self._group_ready = False
+            return []
+        accepted = []
         for _stream, entries in response or ():
             for entry_id, fields in entries:
-                return self._accept(entry_id, fields, deliveries=1)
-        return None
+                delivery = self._accept(entry_id, fields, deliveries=1)
+                if delivery is not None:
+                    accepted.append(delivery)
+        return accepted
 
-    def _reclaim_on_schedule(self) -> Delivery | None:
-        if not self._reclaimer.due():
-            return None
-        for delivery in self.reclaim(count=1):
-            return delivery
-        self._reclaimer.checked()
-        return None
+    def offer(self, deliveries: list[Delivery]) -> None:
+        """Queue deliveries claimed outside :meth:`claim` (taken over from dead workers)
+        for the next slots that claim."""
+        self._inbox.offer(deliveries)
+
+    def room(self) -> int:
+        """How many more deliveries this worker's slots could take now (at least 0)."""
+        return max(0, self._inbox.room())
 
     def reclaim(self, *, count: int = 10, max_scan: int = 10) -> list[Delivery]:
         """Take over up to ``count`` entries of dead workers, idle longer than the
         visibility timeout (see reclaimer.py). Entries delivered too often, or
         undecodable, are dead-lettered instead.
         """
-        return self._reclaimer.reclaim(self._accept, count=count, max_scan=max_scan)
+        return self.reclaimer.reclaim(self._accept, count=count, max_scan=max_scan)
 
     def _accept(self, entry_id: str, fields: dict[str, str], deliveries: int) -> Delivery | None:
         raw = fields.get("payload")
@@ -169,6 +175,7 @@ class TaskConsumer(RedisUser):
         task (if known) fails. False, writing nothing, when it does not hold the entry."""
         written = self._dead_letters.write(entry_id, reason, fields, task_id)
         with self._lock:
+            self._started.discard(entry_id)
             self._in_flight.pop(entry_id, None)
         return written
 
@@ -188,6 +195,9 @@ class TaskConsumer(RedisUser):
             self.abandon(delivery)
             raise
         if verdict == "started":
+            with self._lock:
+                if delivery.entry_id in self._in_flight:
+                    self._started.add(delivery.entry_id)
             return True
         self._drop(delivery)
         logger.info(
@@ -200,11 +210,10 @@ class TaskConsumer(RedisUser):
 
     def _call_begin(self, delivery: Delivery) -> tuple[str, str]:
         s, task_id = self.settings, delivery.task_id
-        running = StatusEvent(status="running", message=f"running on {self.name}")
-        verdict, status = self._retry.call(
+        verdict, status = self._run_script(
             self._scripts["begin"],
-            keys=[s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id)],
-            args=[
+            [s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id)],
+            [
                 s.group,
                 self.name,
                 delivery.entry_id,
@@ -214,7 +223,7 @@ class TaskConsumer(RedisUser):
                 keys.event_channel(task_id),
                 s.event_ttl,
                 new_event_id(),
-                running.to_json(),
+                self._running_event,
             ],
         )
         return str(verdict), str(status)
@@ -242,27 +251,30 @@ class TaskConsumer(RedisUser):
             self._drop(delivery)
             return Settled("lost", None)
         s, task_id = self.settings, delivery.task_id
-        event = ErrorEvent(
-            error=outcome.error if outcome.kind.is_failure else f"released: {outcome.reason}",
-            error_type=outcome.error_type if outcome.kind.is_failure else "Released",
-            recoverable=True,
-            agent_name=agent_name,
-        )
-        verdict, status = (retry or self._retry).call(
+        op = _SETTLE_OP[outcome.kind]
+        event = ""  # the recoverable event, written for a retry or a release only
+        if op in ("retry", "released"):
+            event = ErrorEvent(
+                error=outcome.error if outcome.kind.is_failure else f"released: {outcome.reason}",
+                error_type=outcome.error_type if outcome.kind.is_failure else "Released",
+                recoverable=True,
+                agent_name=agent_name,
+            ).to_json()
+        verdict, status = self._run_script(
             self._scripts["settle"],
-            keys=[
+            [
                 s.name,
                 s.task_key(task_id),
                 s.index_key,
                 keys.event_stream(task_id),
                 s.delayed_key,
             ],
-            args=[
+            [
                 s.group,
                 self.name,
                 delivery.entry_id,
                 task_id,
-                _SETTLE_OP[outcome.kind],
+                op,
                 repr(time.time()),
                 s.task_ttl,
                 keys.event_channel(task_id),
@@ -272,14 +284,16 @@ class TaskConsumer(RedisUser):
                 outcome.result_json,
                 outcome.error,
                 "cancelled" if outcome.kind is OutcomeKind.CANCELLED else "",
-                event.to_json(),
+                event,
                 agent_name,
                 s.max_retries,
-                json.dumps(s.backoffs()),
+                json.dumps(s.backoffs()) if op == "retry" else "[]",
             ],
-            client=client,
+            client,
+            retry,
         )
         self._drop(delivery)
+        self._inbox.finished()
         return Settled(verdict, TaskStatus.parse(status))
 
     def abandon(self, delivery: Delivery) -> None:
@@ -294,30 +308,20 @@ class TaskConsumer(RedisUser):
             )
 
     def shared_keys_problem(self) -> str | None:
-        """What is wrong when a key every task shares (the queue, the task index, the
-        delayed retries, the dead letters) holds the wrong type, or None. A refusal
-        then is not this task's fault: its entry must not be dead-lettered for it."""
-        s = self.settings
-        expected = {s.name: "stream", s.index_key: "set", s.delayed_key: "zset",
-                    s.dead_letter_key: "stream"}  # fmt: skip
-
-        def read() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for key in expected:
-                pipe.type(key)
-            return pipe.execute()
-
-        kinds = self._retry.call(read)
-        wrong = [
-            f"{key} is a {kind}, not a {want}"
-            for (key, want), kind in zip(expected.items(), kinds, strict=True)
-            if kind not in (want, "none")
-        ]
-        return "; ".join(wrong) or None
+        """What is wrong when a key every task shares holds the wrong type, or None. A
+        refusal then is not this task's fault: its entry must not be dead-lettered for it."""
+        return shared_keys_problem(self._client, self.settings, self._retry)
 
     def _drop(self, delivery: Delivery) -> bool:
         with self._lock:
+            self._started.discard(delivery.entry_id)
             return self._in_flight.pop(delivery.entry_id, None) is not None
+
+    def started(self, delivery: Delivery) -> bool:
+        """True once :meth:`begin` has moved the delivery's task to running (until it is
+        settled); False for one claimed and waiting for a slot."""
+        with self._lock:
+            return delivery.entry_id in self._started
 
     def _held(self) -> set[str]:
         with self._lock:
@@ -356,27 +360,6 @@ class TaskConsumer(RedisUser):
         for delivery in taken:
             self._drop(delivery)
         return taken
-
-    def _promote_on_schedule(self) -> None:
-        now = time.monotonic()
-        if now < self._next_promote:
-            return
-        self._next_promote = now + PROMOTE_EVERY
-        self.promote_due()
-
-    def promote_due(self, limit: int = 100) -> int:
-        """Move retries whose backoff is over back onto the queue; returns how many."""
-        s = self.settings
-        moved = int(
-            self._retry.call(
-                self._scripts["promote"],
-                keys=[s.delayed_key, s.name],
-                args=[repr(time.time()), limit],
-            )
-        )
-        if moved:
-            logger.info("re-enqueued %d retries on %s", moved, s.name)
-        return moved
 
     def leave(self, *, client: redis.Redis | None = None) -> None:
         """Remove this consumer from the group if it holds no entry (best effort, at exit,

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar, Literal
 
 import redis
@@ -56,6 +56,29 @@ class Usage:
         return cls(**counts)
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass fields of ``cls``, read once per class."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def _copied(value: Any) -> Any:
+    """``value`` as ``asdict`` would give it (nested dataclasses as dicts, containers
+    copied), without ``asdict``'s cost for the plain str and number fields."""
+    if isinstance(value, str | int | float | bool | None):
+        return value
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copied(v) for v in value)
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+
+
 @dataclass(frozen=True, kw_only=True)
 class StreamEvent:
     """Base of all events; ``type`` is the JSON discriminator."""
@@ -64,8 +87,9 @@ class StreamEvent:
     agent_name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"type": self.type}
-        data.update(asdict(self))
+        data: dict[str, Any] = {"type": self.type}
+        for name in _field_names(type(self)):
+            data[name] = _copied(getattr(self, name))
         return data
 
     def to_json(self) -> str:
@@ -238,8 +262,9 @@ def terminal_event(
 
 
 def new_event_id() -> str:
-    """A unique id stored beside each event, so a retried publish is not written twice."""
-    return uuid.uuid4().hex[:16]
+    """A unique id stored beside each event, so a retried publish is not written twice:
+    64 random bits, from the process's own generator (no system call; reseeded on fork)."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def coerce_event(item: Any, agent_name: str = "") -> StreamEvent:

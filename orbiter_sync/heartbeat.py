@@ -301,16 +301,16 @@ def release_stuck(
         call_budget = budget()
         if call_budget is None:
             return
-        logger.warning(
-            "worker %s: task %s did not stop in time; %s releases it",
-            consumer.name,
-            delivery.task_id,
-            who,
-        )
+        started = consumer.started(delivery)
+        if started:
+            logger.warning("worker %s: task %s did not stop in time; %s releases it",
+                           consumer.name, delivery.task_id, who)  # fmt: skip
         try:
             consumer.settle(
                 delivery,
-                Outcome.released("worker stopped while it ran"),
+                Outcome.released(
+                    "worker stopped while it ran" if started else "worker stopped before it started"
+                ),
                 client=client,
                 retry=call_budget.retry,
             )

@@ -8,6 +8,7 @@ their backoff, scored by due time) and ``{queue}:dead`` (dead letters).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 import tenacity
@@ -127,3 +128,27 @@ class Delivery:
     @property
     def task_id(self) -> str:
         return self.payload.task_id
+
+
+def shared_keys_problem(
+    client: redis.Redis, settings: QueueSettings, retry: RetryPolicy
+) -> str | None:
+    """What is wrong when a key every task of the queue shares (the queue, the task index,
+    the delayed retries, the dead letters) holds the wrong type, or None."""
+    s = settings
+    expected = {s.name: "stream", s.index_key: "set", s.delayed_key: "zset",
+                s.dead_letter_key: "stream"}  # fmt: skip
+
+    def read() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for key in expected:
+            pipe.type(key)
+        return pipe.execute()
+
+    kinds = retry.call(read)
+    wrong = [
+        f"{key} is a {kind}, not a {want}"
+        for (key, want), kind in zip(expected.items(), kinds, strict=True)
+        if kind not in (want, "none")
+    ]
+    return "; ".join(wrong) or None

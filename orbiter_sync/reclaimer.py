@@ -100,15 +100,20 @@ class Reclaimer:
 
     def _idle_entries(self, start: str) -> list[dict[str, Any]]:
         s = self.settings
-        rows: Any = self._retry.call(
-            self._client.xpending_range,
-            s.name,
-            s.group,
-            min=start,
-            max="+",
-            count=PAGE,
-            idle=int(s.visibility_timeout * 1000),
-        )
+        try:
+            rows: Any = self._retry.call(
+                self._client.xpending_range,
+                s.name,
+                s.group,
+                min=start,
+                max="+",
+                count=PAGE,
+                idle=int(s.visibility_timeout * 1000),
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return []  # no group (yet, or Redis lost it): nothing is pending
         return list(rows or [])
 
     def _orphans(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

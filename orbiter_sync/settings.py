@@ -52,6 +52,9 @@ class WorkerSettings:
     """Base of the exponential retry backoff, in seconds (1 s, 2 s, 4 s ... capped at 60 s)."""
     claim_timeout: float = 1.0
     """Seconds a slot waits for a task before it checks whether to stop."""
+    prefetch: int = 8
+    """Most tasks claimed ahead of the free slots; only as many as the worker finishes
+    in 50 ms, so long runs are never held back from other workers (0: none)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_imports", tuple(self.allow_imports))
@@ -65,6 +68,8 @@ class WorkerSettings:
             raise ConfigurationError("timeouts and backoff must not be negative")
         if self.visibility_timeout <= 0:
             raise ConfigurationError("visibility_timeout must be greater than 0")
+        if self.prefetch < 0:
+            raise ConfigurationError(f"prefetch must not be negative, got {self.prefetch}")
         if self.max_retries < 0 or self.max_deliveries < 1:
             raise ConfigurationError("max_retries must be >= 0 and max_deliveries >= 1")
         check_executor(self.executor)
@@ -105,3 +110,4 @@ class WorkerOptions(TypedDict, total=False):
     max_deliveries: int
     retry_backoff: float
     claim_timeout: float
+    prefetch: int

@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import nullcontext
+from functools import partial
 
 import redis
 
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunControl, RunTracker
+from orbiter_sync.deadlines import Deadlines
 from orbiter_sync.errors import AgentConfigError, RedisUnavailableError
 from orbiter_sync.events import EventPublisher, StreamEvent
 from orbiter_sync.executors import Executor, RunContext
-from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted
+from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted, StopReason
 from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, Delivery
 
 logger = logging.getLogger(__name__)
@@ -38,8 +41,10 @@ class Slot:
         executor: Executor,
         publisher: EventPublisher,
         runs: RunTracker,
+        deadlines: Deadlines,
         stopping: threading.Event,
         claim_timeout: float,
+        own_line: bool = True,
     ) -> None:
         self.index = index
         self.worker_id = worker_id
@@ -47,11 +52,16 @@ class Slot:
         self.executor = executor
         self.publisher = publisher
         self.runs = runs
+        self.deadlines = deadlines
         self.stopping = stopping
         self.claim_timeout = claim_timeout
+        self.own_line = own_line
 
     def run(self) -> None:
-        with self.executor.slot():
+        # A thread slot holds a connection of its own for begin and settle (lines.py); a
+        # greenlet borrows one per call, so 500 of them do not hold 500 connections.
+        line = self.consumer.line() if self.own_line else nullcontext()
+        with line, self.executor.slot():
             backoff = 0.1
             while not self.stopping.is_set():
                 try:
@@ -162,15 +172,20 @@ class Slot:
             control=control,
             deadline=time.monotonic() + min(payload.timeout_seconds, MAX_TIMEOUT_SECONDS),
         )
+        stop_at_deadline = partial(control.stop, StopReason.TIMEOUT)
+        timeout = self.deadlines.call_at(context.deadline, stop_at_deadline)
         try:
             control.check()  # stopped before it started
             result = self.executor.execute(payload, context)
+            control.check()  # a plain function that ran past its timeout, say
         except RunInterrupted as stop:
             return Outcome.stopped(stop.reason, payload.timeout_seconds)
         except AgentConfigError as exc:
             return Outcome.failed(exc, retryable=False)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any agent error is a failed attempt
             return Outcome.failed(exc, retryable=True)
+        finally:
+            timeout.cancel()
         try:
             return Outcome.completed(result)
         except Exception as exc:  # noqa: BLE001 - a result JSON cannot hold: no use re-running

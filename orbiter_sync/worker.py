@@ -39,10 +39,12 @@ from orbiter_sync.agents import ImportPolicy
 from orbiter_sync.connection import connect
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import CancelListener, RunTracker
+from orbiter_sync.deadlines import Deadlines
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import make_executor
 from orbiter_sync.heartbeat import STOP_BUDGET, Heartbeat, release_stuck
+from orbiter_sync.maintenance import Maintenance, RetryPromoter
 from orbiter_sync.outcome import StopReason
 from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
@@ -111,11 +113,14 @@ class Worker:
         self.executor = make_executor(s.executor, policy=policy)
         self.client = connect(self.redis_url)
         queue = s.queue_settings()
-        self.consumer = TaskConsumer(self.redis_url, self.worker_id, queue, client=self.client)
+        self.consumer = TaskConsumer(
+            self.redis_url, self.worker_id, queue, client=self.client, prefetch=s.prefetch
+        )
         self.publisher = EventPublisher(
             self.redis_url, stream_ttl_seconds=queue.event_ttl, client=self.client
         )
         self.runs = RunTracker(self.worker_id)
+        self.deadlines = Deadlines()
         self.stopping = threading.Event()
         self._stop_requested = threading.Event()
         self._stop_deadline: float | None = None  # when a requested stop must be over
@@ -164,6 +169,9 @@ class Worker:
             heartbeat.start()
             listener.start()
             slots = {index: self._spawn(pool, index) for index in range(s.concurrency)}
+            promoter = RetryPromoter(self.redis_url, self.consumer.settings, client=self.client)
+            maintenance = Maintenance(self.consumer, promoter, self.stopping)
+            upkeep = pool.spawn(maintenance.run, name="orbiter-maintenance")
             state = _SlotState()
             # Short waits: a signal that lands on another thread only reaches its Python
             # handler when the main thread next wakes, and two signals that arrive
@@ -172,6 +180,10 @@ class Worker:
                 self._supervise(pool, slots, state)
                 if not heartbeat.alive():
                     heartbeat.restart()
+                if not upkeep.alive():
+                    logger.error("worker %s: the maintenance loop died; restarting it",
+                                 self.worker_id)  # fmt: skip
+                    upkeep = pool.spawn(maintenance.run, name="orbiter-maintenance")
             self._shut_down(pool)
         finally:
             # The heartbeat goes last: until it stops, its watchdog bounds the rest.
@@ -180,6 +192,7 @@ class Worker:
             with self._stop_client() as client:
                 self.consumer.leave(client=client)
             self.executor.close()
+            self.deadlines.close()
             self.client.close()
             heartbeat.stop()
             sys.setswitchinterval(switch_interval)
@@ -203,8 +216,10 @@ class Worker:
             executor=self.executor,
             publisher=self.publisher,
             runs=self.runs,
+            deadlines=self.deadlines,
             stopping=self.stopping,
             claim_timeout=self.settings.claim_timeout,
+            own_line=self.settings.pool == "thread",
         )
         return pool.spawn(slot.run, name=f"orbiter-slot-{index}")
 
@@ -263,10 +278,12 @@ class Worker:
             if deadline is None or time.monotonic() >= deadline - STOP_GRACE:
                 break
         self.runs.stop_all(StopReason.SHUTDOWN)
-        if pool.join(STOP_GRACE):
+        joined = pool.join(STOP_GRACE)
+        if joined and not self.consumer.in_flight():
             return
-        # Runs that did not stop (plain sync functions cannot be interrupted) are
-        # released from here, and their slots abandoned: they are daemons, gone when the
+        # What is still held goes back to the queue from here: tasks claimed ahead that
+        # no slot started, and runs that did not stop (plain sync functions cannot be
+        # interrupted), whose slots are abandoned: they are daemons, gone when the
         # process exits. If one ends first after all, its own settle is fenced: too late
         # to write anything.
         with self._stop_client() as client:

@@ -18,6 +18,7 @@ from redis.commands.core import Script
 
 from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.maintenance import Maintenance, RetryPromoter
 from orbiter_sync.queue import Delivery
 
 T = TypeVar("T")
@@ -110,9 +111,22 @@ def pending_count(r: redis.Redis) -> int:
     return int(r.xpending("orbiter:tasks", "orbiter:tasks:group")["pending"])
 
 
+def claim_as_worker(consumer: TaskConsumer, timeout: float = 3.0) -> Delivery | None:
+    """Claim as a worker's slot does while the worker's maintenance loop runs beside it:
+    retries that are due go back on the queue, dead workers' entries are taken over."""
+    promoter = RetryPromoter(settings=consumer.settings, client=consumer._client)
+    maintenance = Maintenance(consumer, promoter, threading.Event())
+    deadline = time.monotonic() + timeout
+    while True:
+        maintenance.step()
+        delivery = consumer.claim(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+        if delivery is not None or time.monotonic() >= deadline:
+            return delivery
+
+
 def claim_and_begin(consumer: TaskConsumer) -> Delivery:
     """Claim the next task and move it to running, as a slot does."""
-    delivery = consumer.claim(timeout=3)
+    delivery = claim_as_worker(consumer)
     assert delivery is not None
     assert consumer.begin(delivery)
     return delivery

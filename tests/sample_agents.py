@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
@@ -141,3 +142,11 @@ def bad_model(input: str, metadata: dict[str, Any], task_id: str) -> dict[str, A
 def unprintable(input: str, metadata: dict[str, Any], task_id: str) -> str:
     _count(metadata, task_id)
     raise Unprintable()
+
+
+OPTIONAL_EXTRAS = ("gevent", "prometheus_client", "temporalio", "pydantic_ai", "tabulate")
+
+
+def loaded_extras(input: str) -> list[str]:
+    """Which optional libraries the worker running this has imported."""
+    return sorted(name for name in OPTIONAL_EXTRAS if name in sys.modules)

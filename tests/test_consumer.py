@@ -11,6 +11,7 @@ import redis
 from helpers import (
     LostFirstReply,
     claim_and_begin,
+    claim_as_worker,
     events_of,
     pending_count,
     stream_entries,
@@ -23,6 +24,7 @@ from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.embedded import EmbeddedRedis
 from orbiter_sync.errors import RedisUnavailableError
+from orbiter_sync.maintenance import Maintenance, RetryPromoter
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import Outcome
 from orbiter_sync.producer import TaskProducer
@@ -109,7 +111,7 @@ def test_blocking_claim_does_not_starve_other_callers(redis_url: str) -> None:
     time.sleep(0.2)  # let the claim block (there is nothing to wake it)
 
     # the same consumer (same pool) still serves other calls at once
-    assert consumer.promote_due() == 0
+    assert RetryPromoter(redis_url, consumer.settings).promote_due() == 0
     assert consumer.keep_alive() == []
     assert claimer.is_alive()
     claimer.join()
@@ -184,10 +186,16 @@ def test_idle_entries_of_a_dead_worker_are_reclaimed(
     payload = TaskPayload(input="x")
     producer.submit(payload)
     assert dead.claim(timeout=1)
-    # the dead worker never touches its entry again
+    # the dead worker never touches its entry again; the live one's maintenance loop
+    # (never its claims) takes it over once idle past the visibility timeout
+    maintenance = Maintenance(alive, RetryPromoter(redis_url, settings), threading.Event())
     assert alive.claim(timeout=0.1) is None
 
-    delivery = wait_for(lambda: alive.claim(timeout=0.2), timeout=5)
+    def reclaimed() -> Delivery | None:
+        maintenance.step()
+        return alive.claim(timeout=0.2)
+
+    delivery = wait_for(reclaimed, timeout=5)
 
     assert isinstance(delivery, Delivery)
     assert delivery.task_id == payload.task_id and delivery.deliveries == 2
@@ -226,7 +234,7 @@ def test_entry_delivered_too_often_goes_to_dead_letters(
     producer.submit(payload)
     claims = 0
     # every worker that takes it "dies" (never settles it)
-    while TaskConsumer(redis_url, f"w{claims}", settings).claim(timeout=0.3) is not None:
+    while claim_as_worker(TaskConsumer(redis_url, f"w{claims}", settings), 0.3) is not None:
         claims += 1
         time.sleep(0.1)
 

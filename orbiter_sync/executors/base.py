@@ -34,7 +34,9 @@ class RunContext:
     publish: Callable[[StreamEvent], object]
     control: RunControl
     deadline: float
-    """``time.monotonic()`` value by which the run must have ended (its timeout_seconds)."""
+    """``time.monotonic()`` value by which the run must have ended (its timeout_seconds).
+    The slot stops ``control`` then (the worker's one deadline scheduler), whatever the
+    executor; an executor that waits on something remote can bound its waits by it."""
 
     def remaining(self) -> float:
         """Seconds left before the deadline (never negative)."""

@@ -11,9 +11,9 @@ event); the return value, or else the concatenated text, becomes
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +23,7 @@ from orbiter_sync.control import RunControl
 from orbiter_sync.events import TextEvent, coerce_event
 from orbiter_sync.executors.base import Executor, RunContext
 from orbiter_sync.models import TaskPayload
-from orbiter_sync.outcome import RunInterrupted, StopReason
+from orbiter_sync.outcome import RunInterrupted
 
 
 class LocalExecutor(Executor):
@@ -60,18 +60,7 @@ class LocalExecutor(Executor):
                 texts.append(event.text)
             context.publish(event)
 
-        timer = threading.Timer(
-            max(0.0, context.deadline - time.monotonic()),
-            context.control.stop,
-            args=(StopReason.TIMEOUT,),
-        )
-        timer.daemon = True
-        timer.start()
-        try:
-            value = self._call(agent.runnable, payload, context, emit)
-            context.control.check()  # a sync function that ran past its timeout, say
-        finally:
-            timer.cancel()
+        value = self._call(agent.runnable, payload, context, emit)
         return {"output": value if value is not None else "".join(texts)}
 
     def _call(
@@ -141,10 +130,22 @@ def _context_kwargs(
         "cancel_event": control.event,
     }
     try:
+        names = _accepted_names(func)
+    except TypeError:  # an unhashable callable: inspected every time
+        names = _accepted_names.__wrapped__(func)
+    if names is None:
+        return context
+    return {k: v for k, v in context.items() if k in names}
+
+
+@functools.lru_cache(maxsize=1024)
+def _accepted_names(func: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword names ``func`` takes; None when it takes any (or cannot be inspected).
+    Cached: the signature of an entrypoint is read once, not once per run."""
+    try:
         parameters = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):
-        return context
+        return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return context
-    names = {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
-    return {k: v for k, v in context.items() if k in names}
+        return None
+    return frozenset(p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY)

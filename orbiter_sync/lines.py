@@ -1,0 +1,115 @@
+"""Lines: a connection held by one slot for the scripts it runs on every task.
+
+A worker's slots run two scripts per task (``begin`` and ``settle``). Through
+redis-py's client each call checks a connection out of the pool (with a
+readiness probe that is a system call of its own), wraps it in redis-py's retry
+and parses the reply through its callbacks: about half of the client's CPU per
+call. A :class:`Line` sends EVALSHA straight over a connection its slot holds;
+:class:`LineUser` gives an object such lines, one per thread (or greenlet).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
+
+
+class Line:
+    """One connection held by one caller (a slot) for the scripts it runs on every task.
+
+    EVALSHA goes straight over it: no pool checkout (whose readiness probe is a
+    system call of its own), no per-command retry wrapper, no response callbacks,
+    which halves the client's CPU per call. Same timeouts, encoding and Sentinel
+    handling as ``client``'s other connections; a call that fails leaves the
+    connection closed, to be reopened by the next one (retries are the caller's,
+    through :class:`RetryPolicy`). :meth:`close` hands it back to the pool.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._connection: Any = None
+
+    def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run ``script`` with ``keys`` and ``args``, loading it first if Redis lacks it."""
+        if self._connection is None:
+            try:
+                self._connection = self._pool.get_connection()
+            except TypeError:  # redis-py before 5.3 wants a command name
+                self._connection = self._pool.get_connection("EVALSHA")
+        try:
+            return self._call(script, keys, args)
+        except redis.exceptions.NoScriptError:
+            self._command("SCRIPT", "LOAD", script.script)
+            return self._call(script, keys, args)
+
+    def _call(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _command(self, *command: Any) -> Any:
+        connection = self._connection
+        try:
+            connection.send_command(*command)
+            return connection.read_response()
+        except redis.exceptions.ResponseError:
+            raise  # an error reply: the connection is fine
+        except BaseException:
+            connection.disconnect()  # half a reply may be left on it
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            self._pool.release(connection)
+
+
+class LineUser(RedisUser):
+    """A :class:`RedisUser` whose hot scripts can run over a :class:`Line` per caller.
+
+    Inside :meth:`line`, the calling thread (or greenlet: ``threading.local`` is
+    patched under gevent) runs :meth:`_run_script` calls over a connection of its own.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        client: redis.Redis | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        super().__init__(redis_url, client=client, retry=retry)
+        self._lines = threading.local()
+
+    @contextmanager
+    def line(self) -> Iterator[None]:
+        """Hold a connection of its own for the calling thread within the block (a slot
+        holds one for its whole life)."""
+        line = Line(self._client)
+        self._lines.line = line
+        try:
+            yield
+        finally:
+            self._lines.line = None
+            line.close()
+
+    def _run_script(
+        self,
+        script: Script,
+        keys: list[str],
+        args: list[Any],
+        client: redis.Redis | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
+        """Run ``script`` through ``retry``: over ``client`` when given, else over the calling
+        thread's line when it holds one, else over the shared client."""
+        retry = retry or self._retry
+        line: Line | None = getattr(self._lines, "line", None)
+        if client is None and line is not None:
+            return retry.call(line.evalsha, script, keys, args)
+        return retry.call(script, keys=keys, args=args, client=client)
