@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format demo redis-server clean
+.PHONY: install test lint format demo bench redis-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ test: install redis-server
 # Two workers on a private redis-server, streaming the example agents' runs.
 demo: install redis-server
 	$(BIN)/orbiter-sync demo
+
+# orbiter-sync beside Celery, RQ and Dramatiq on a private redis-server (benchmarks/peers);
+# the markdown tables go to stdout. Options: make bench BENCH_ARGS="--quick --only orbiter-sync".
+bench: $(BIN)/python redis-server
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

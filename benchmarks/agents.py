@@ -14,3 +14,8 @@ def io_wait(input: str) -> str:
 
 def noop(input: str) -> str:
     return input
+
+
+def io_second(input: str) -> str:
+    time.sleep(1.0)
+    return input
