@@ -13,6 +13,8 @@ Short-lived callers (the CLI) bound each call with a :class:`Budget`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -70,6 +72,7 @@ def connect(
         **(budget.options() if budget else {}),
         **overrides,
     }
+    options.update(_driver_info())
     if HIREDIS_AVAILABLE and "command_packer" not in options:
         # hiredis packs str arguments as strict UTF-8, ignoring encoding_errors
         options["command_packer"] = _SurrogateSafePacker()
@@ -103,6 +106,21 @@ def connect(
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise bad_url(url, exc) from None
+
+
+@functools.cache
+def _driver_info() -> dict[str, Any]:
+    """redis-py's client name and version, read once: redis-py 8 reads its version from
+    the package metadata for every new connection (a millisecond each, which a gevent
+    worker opening hundreds of connections pays at once)."""
+    parameters = inspect.signature(redis.connection.AbstractConnection.__init__).parameters
+    if "driver_info" not in parameters:
+        return {}
+    from redis.driver_info import DriverInfo
+    from redis.utils import get_lib_version
+
+    version = get_lib_version()  # type: ignore[no-untyped-call]
+    return {"driver_info": DriverInfo(name="redis-py", lib_version=version)}
 
 
 class _SurrogateSafePacker(HiredisRespSerializer):

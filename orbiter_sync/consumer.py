@@ -252,8 +252,11 @@ class TaskConsumer(LineUser):
             return Settled("lost", None)
         s, task_id = self.settings, delivery.task_id
         op = _SETTLE_OP[outcome.kind]
-        event = ""  # the recoverable event, written for a retry or a release only
+        # the payload (re-queued as it came) and the recoverable event are needed for a
+        # retry or a release only: a completed run does not send its payload back
+        payload, event = "", ""
         if op in ("retry", "released"):
+            payload = delivery.raw
             event = ErrorEvent(
                 error=outcome.error if outcome.kind.is_failure else f"released: {outcome.reason}",
                 error_type=outcome.error_type if outcome.kind.is_failure else "Released",
@@ -280,7 +283,7 @@ class TaskConsumer(LineUser):
                 keys.event_channel(task_id),
                 s.event_ttl,
                 new_event_id(),
-                delivery.raw,
+                payload,
                 outcome.result_json,
                 outcome.error,
                 "cancelled" if outcome.kind is OutcomeKind.CANCELLED else "",

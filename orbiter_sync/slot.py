@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import nullcontext
 from functools import partial
 
 import redis
@@ -44,7 +43,6 @@ class Slot:
         deadlines: Deadlines,
         stopping: threading.Event,
         claim_timeout: float,
-        own_line: bool = True,
     ) -> None:
         self.index = index
         self.worker_id = worker_id
@@ -55,13 +53,10 @@ class Slot:
         self.deadlines = deadlines
         self.stopping = stopping
         self.claim_timeout = claim_timeout
-        self.own_line = own_line
 
     def run(self) -> None:
-        # A thread slot holds a connection of its own for begin and settle (lines.py); a
-        # greenlet borrows one per call, so 500 of them do not hold 500 connections.
-        line = self.consumer.line() if self.own_line else nullcontext()
-        with line, self.executor.slot():
+        # A slot holds a connection of its own for begin and settle (lines.py).
+        with self.consumer.line(), self.executor.slot():
             backoff = 0.1
             while not self.stopping.is_set():
                 try:

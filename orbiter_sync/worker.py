@@ -219,7 +219,6 @@ class Worker:
             deadlines=self.deadlines,
             stopping=self.stopping,
             claim_timeout=self.settings.claim_timeout,
-            own_line=self.settings.pool == "thread",
         )
         return pool.spawn(slot.run, name=f"orbiter-slot-{index}")
 

@@ -36,7 +36,8 @@
 -- ARGV[8] event channel
 -- ARGV[9] event ttl      seconds
 -- ARGV[10] eid           de-duplication id of the event written
--- ARGV[11] payload       the entry's raw payload (re-delayed or re-queued as it came)
+-- ARGV[11] payload       the entry's raw payload, re-delayed or re-queued as it came
+--                         (retry, released; empty for the others)
 -- ARGV[12] result        result JSON (completed)
 -- ARGV[13] error         error text (failed, retry)
 -- ARGV[14] message       message of the terminal event of completed or cancelled
