@@ -51,7 +51,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, help="no-op tasks in (a) and (e) (default 2000)")
     parser.add_argument("--latency-tasks", type=int, help="tasks in (b) (default 200)")
     parser.add_argument("--io-rounds", type=int, help="(c) runs 8 x this many (default 5)")
-    parser.add_argument("--gevent-tasks", type=int, help="tasks in (d) (default 3000: 6 s at the ideal rate, so the ramp-up is a small share)")
+    parser.add_argument(
+        "--gevent-tasks",
+        type=int,
+        help="tasks in (d) (default 3000: 6 s at the ideal rate, so the ramp-up is a small share)",
+    )
     parser.add_argument(
         "--scale",
         type=int,
