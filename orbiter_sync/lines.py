@@ -4,12 +4,16 @@ A worker's slots run two scripts per task (``begin`` and ``settle``). Through
 redis-py's client each call checks a connection out of the pool (with a
 readiness probe that is a system call of its own), wraps it in redis-py's retry
 and parses the reply through its callbacks: about half of the client's CPU per
-call. A :class:`Line` sends EVALSHA straight over a connection its slot holds;
-:class:`LineUser` gives an object such lines, one per thread (or greenlet).
+call. A :class:`Line` sends EVALSHA straight over a connection its slot holds,
+whose timeout lives in the kernel rather than in Python (half the system calls and
+GIL handovers per round trip); :class:`LineUser` gives an object such lines, one
+per thread (or greenlet).
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +23,7 @@ import redis
 from redis.commands.core import Script
 
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
+from orbiter_sync.native import gevent_active
 
 
 class Line:
@@ -35,6 +40,7 @@ class Line:
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._connection: Any = None
+        self._tuned: Any = None  # the socket given kernel-side timeouts
 
     def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args``, loading it first if Redis lacks it."""
@@ -54,6 +60,9 @@ class Line:
 
     def _command(self, *command: Any) -> Any:
         connection = self._connection
+        sock = connection._sock
+        if sock is not None and sock is not self._tuned:
+            self._tuned = _kernel_timeouts(sock, connection.socket_timeout)
         try:
             connection.send_command(*command)
             return connection.read_response()
@@ -67,6 +76,29 @@ class Line:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             self._pool.release(connection)
+
+
+def _kernel_timeouts(sock: Any, timeout: float | None) -> Any:
+    """Move ``sock``'s timeout into the kernel (SO_RCVTIMEO / SO_SNDTIMEO) and make it a
+    blocking socket for Python; returns ``sock``, or None when left as it was.
+
+    With a Python-level timeout every send and receive is a poll() and then the call,
+    each releasing and retaking the GIL: four GIL handovers per round trip, which eight
+    busy slots pay in lock contention. A kernel timeout fails the call the same way
+    (redis-py reports it as a connection error, which is retried). Plain sockets only,
+    outside gevent (whose sockets wait in its hub, not in the kernel)."""
+    if timeout is None or gevent_active() or type(sock) is not socket.socket:
+        return None
+    seconds = int(timeout)
+    timeval = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        sock.settimeout(None)
+    except OSError:
+        sock.settimeout(timeout)
+        return None
+    return sock
 
 
 class LineUser(RedisUser):

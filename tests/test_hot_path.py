@@ -13,8 +13,10 @@ import redis
 from helpers import Spawn, stream_entries, wait_for
 
 from orbiter_sync import TaskPayload, Worker, distributed
+from orbiter_sync.connection import connect
 from orbiter_sync.embedded import EmbeddedRedis
 from orbiter_sync.errors import ValidationError
+from orbiter_sync.lines import Line
 from orbiter_sync.producer import SUBMIT_BATCH, TaskProducer
 
 ECHO = {"entrypoint": "sample_agents:echo"}
@@ -225,3 +227,27 @@ def test_a_worker_imports_no_extra_it_does_not_use(
     handle = distributed({"entrypoint": "sample_agents:loaded_extras"}, "", redis_url=url)
 
     assert handle.result(timeout=20) == {"output": []}
+
+
+def test_a_line_gives_up_on_a_hung_redis_within_its_socket_timeout() -> None:
+    """A slot's line keeps its timeout in the kernel rather than in Python: a Redis that
+    stops answering still fails the call in time, and the next call reconnects."""
+    with EmbeddedRedis(debug=True) as server:
+        client = connect(server.url, socket_timeout=0.5)
+        script = client.register_script("return 1")
+        line = Line(client)
+        assert line.evalsha(script, [], []) == 1
+        hanger = redis.Redis.from_url(server.url)
+        hang = threading.Thread(target=hanger.execute_command, args=("DEBUG", "SLEEP", "2"))
+        hang.start()
+        time.sleep(0.2)  # Redis is asleep now
+
+        started = time.monotonic()
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            line.evalsha(script, [], [])
+        assert time.monotonic() - started < 1.5
+
+        hang.join(10)
+        assert line.evalsha(script, [], []) == 1
+        line.close()
+        client.close()

@@ -3,11 +3,12 @@
 Run it from the repository root (``make bench`` installs the peers first):
 
     .venv/bin/python -m benchmarks.peers [--only orbiter-sync celery rq dramatiq]
-        [--scenarios a b c d e] [--rounds 3] [--tasks 2000] [--quick] [--bulk]
+        [--scenarios a b c d e f] [--rounds 3] [--tasks 2000] [--quick] [--bulk]
 
 Scenarios: (a) no-op throughput with worker/Redis CPU per task and peak RSS,
 (b) submit-to-start latency, (c) 200 ms I/O tasks on 8 threads, (d) gevent pool at
-500 slots, (e) scaling over 1, 2 and 4 worker processes. Each prints a markdown
+500 slots, (e) scaling over 1, 2 and 4 worker processes, (f) submit rate, one
+call per task and in bulk. Each prints a markdown
 table of medians (min-max over the rounds); progress goes to stderr.
 """
 

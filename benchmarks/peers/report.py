@@ -31,6 +31,10 @@ def setup(celery_prefetch: int | None) -> str:
 
 
 def version(distribution: str) -> str:
+    if distribution == "orbiter-sync":  # this checkout's, not what pip last recorded
+        import orbiter_sync
+
+        return orbiter_sync.__version__
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -144,4 +148,6 @@ def summary(
             f"(Dramatiq {theirs('e', f'x{high}/x{low}', fixed(2))})"
             for low, high in zip(scale, scale[1:], strict=False)
         ),
+        f"- submit rate (f): {versus('f', 'one')} Dramatiq's one call at a time; "
+        f"submit_many {own('f', 'bulk', rate)} tasks/s",
     ]

@@ -285,4 +285,28 @@ def scenario_e(bench: Bench, contestants: Sequence[Contestant], s: Settings, r: 
     return f"### {title}\n\n{table(r, 'e', contestants, columns, never)}"
 
 
-SCENARIOS = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e}
+def submit_rates(bench: Bench, contestant: Contestant, count: int) -> Metrics:
+    """Submit ``count`` no-ops with no worker running, one call each and then in bulk."""
+    metrics: Metrics = {}
+    for key, bulk in (("one", False), ("bulk", True)):
+        bench.client.flushall()
+        started = time.perf_counter()
+        submit_all(contestant, "noop", [0.0] * count, bulk)
+        metrics[key] = count / (time.perf_counter() - started)
+    bench.client.flushall()
+    return metrics
+
+
+def scenario_f(bench: Bench, contestants: Sequence[Contestant], s: Settings, r: Results) -> str:
+    interleave("f", contestants, s.rounds, r, lambda c: submit_rates(bench, c, s.tasks),
+               lambda m: f"{m['one']:.0f}/s one call each, {m['bulk']:.0f}/s in bulk")  # fmt: skip
+    columns = [("one call each, tasks/s", "one", rate), ("bulk, tasks/s", "bulk", rate)]
+    title = (f"(f) submit rate: {s.tasks} no-op tasks from one client, no worker running "
+             f"({BULK})")  # fmt: skip
+    return f"### {title}\n\n{table(r, 'f', contestants, columns, never)}"
+
+
+SCENARIOS = {
+    "a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e,
+    "f": scenario_f,
+}  # fmt: skip
