@@ -39,7 +39,8 @@ test: install redis-server
 	$(BIN)/mypy
 	$(BIN)/pytest
 	@echo "== the worker behaviour tests again, on the gevent pool =="
-	ORBITER_TEST_POOL=gevent $(BIN)/pytest tests/test_worker.py tests/test_hostile_worker.py tests/test_examples.py
+	ORBITER_TEST_POOL=gevent $(BIN)/pytest tests/test_worker.py tests/test_hostile_worker.py tests/test_examples.py \
+		tests/test_hot_path.py
 
 # Two workers on a private redis-server, streaming the example agents' runs.
 demo: install redis-server

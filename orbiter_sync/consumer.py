@@ -54,6 +54,7 @@ class TaskConsumer(LineUser):
         client: redis.Redis | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         prefetch: int = 0,
+        slots: int | None = None,
     ) -> None:
         self.name = name
         self.settings = settings or QueueSettings()
@@ -62,7 +63,7 @@ class TaskConsumer(LineUser):
         self._in_flight: dict[str, Delivery] = {}  # by entry id: claimed, not yet settled
         self._started: set[str] = set()  # entry ids of those begun
         self._group_ready = False
-        self._inbox = Inbox(self._read_new, prefetch)
+        self._inbox = Inbox(self._read_new, prefetch, slots)
         running = StatusEvent(status="running", message=f"running on {name}")
         self._running_event = running.to_json()  # the same for every task it begins
         self._dead_letters = DeadLetterWriter(self._client, name, self.settings, retry)
@@ -119,18 +120,41 @@ class TaskConsumer(LineUser):
             )
             self._group_ready = False
             return []
-        accepted = []
-        for _stream, entries in response or ():
-            for entry_id, fields in entries:
-                delivery = self._accept(entry_id, fields, deliveries=1)
-                if delivery is not None:
-                    accepted.append(delivery)
+        entries = [entry for _stream, batch in response or () for entry in batch]
+        return self._accept_all([(entry_id, fields, 1) for entry_id, fields in entries])
+
+    def _accept_all(self, entries: list[tuple[str, dict[str, str], int]]) -> list[Delivery]:
+        """Accept a batch of claimed entries; what one of them raises (its dead letter could
+        not be written) does not lose the others. That entry stays unheld, so it is
+        taken back once idle; the error is raised only when nothing was accepted."""
+        accepted, failure = [], None
+        for entry_id, fields, deliveries in entries:
+            try:
+                delivery = self._accept(entry_id, fields, deliveries)
+            except Exception as exc:  # noqa: BLE001 - the rest of the batch is ours to run
+                failure = failure or exc
+                logger.error("worker %s: entry %s not accepted: %s", self.name, entry_id, exc)
+                continue
+            if delivery is not None:
+                accepted.append(delivery)
+        if failure is not None and not accepted:
+            raise failure
         return accepted
 
     def offer(self, deliveries: list[Delivery]) -> None:
         """Queue deliveries claimed outside :meth:`claim` (taken over from dead workers)
         for the next slots that claim."""
         self._inbox.offer(deliveries)
+
+    def release_waiting(self) -> None:
+        """Put back on the queue what was claimed for slots that stop without taking it."""
+        for delivery in self._inbox.drain():
+            try:
+                self.settle(delivery, Outcome.released("worker stopped before it started"))
+            except Exception as exc:  # noqa: BLE001 - reclaimed once this worker is gone
+                self.abandon(delivery)
+                logger.error("worker %s: task %s not released: %s", self.name,
+                             delivery.task_id, exc)  # fmt: skip
 
     def room(self) -> int:
         """How many more deliveries this worker's slots could take now (at least 0)."""
@@ -141,7 +165,7 @@ class TaskConsumer(LineUser):
         visibility timeout (see reclaimer.py). Entries delivered too often, or
         undecodable, are dead-lettered instead.
         """
-        return self.reclaimer.reclaim(self._accept, count=count, max_scan=max_scan)
+        return self.reclaimer.reclaim(self._accept_all, count=count, max_scan=max_scan)
 
     def _accept(self, entry_id: str, fields: dict[str, str], deliveries: int) -> Delivery | None:
         raw = fields.get("payload")

@@ -61,11 +61,13 @@ class Deadlines:
         self._wake_at = math.inf  # when the thread wakes up next by itself
 
     def call_at(self, when: float, callback: Callable[[], object]) -> Deadline:
-        """Call ``callback()`` (on the scheduler's thread) at monotonic time ``when``."""
+        """Call ``callback()`` (on the scheduler's thread) at monotonic time ``when``; once
+        the scheduler is closed, never."""
         entry = Deadline(when, next(self._seq), callback, self)
         with self._cond:
-            if self._closed:
-                raise RuntimeError("the deadline scheduler is closed")
+            if self._closed:  # the worker has stopped: nothing will fire any more
+                entry.cancelled = True
+                return entry
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
@@ -91,7 +93,7 @@ class Deadlines:
 
     def _cancel(self, entry: Deadline) -> None:
         with self._cond:
-            if entry.cancelled or entry.callback is _FIRED:
+            if entry.cancelled or entry.callback is _FIRED or self._closed:
                 return
             entry.cancelled = True
             self._cancelled += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -74,6 +75,8 @@ def _copied(value: Any) -> Any:
         return value
     if isinstance(value, dict):
         return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_copied(v) for v in value))
     if isinstance(value, list | tuple):
         return type(value)(_copied(v) for v in value)
     return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
@@ -261,10 +264,15 @@ def terminal_event(
     return StatusEvent(status=status, message=message, agent_name=agent_name)
 
 
+_IDS = random.Random()  # our own: agents that seed `random` neither shift nor repeat it
+os.register_at_fork(after_in_child=_IDS.seed)
+
+
 def new_event_id() -> str:
     """A unique id stored beside each event, so a retried publish is not written twice:
-    64 random bits, from the process's own generator (no system call; reseeded on fork)."""
-    return f"{random.getrandbits(64):016x}"
+    64 random bits from a generator of orbiter-sync's own (no system call per id, unlike
+    uuid4; reseeded from the OS in a forked child)."""
+    return f"{_IDS.getrandbits(64):016x}"
 
 
 def coerce_event(item: Any, agent_name: str = "") -> StreamEvent:

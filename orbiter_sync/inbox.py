@@ -2,8 +2,8 @@
 
 Slots ask the inbox for their next task (:meth:`Inbox.take`). When it is empty,
 one of the waiting slots becomes the fetcher: it reads as many entries as there
-are slots waiting, plus a small prefetch, in one ``XREADGROUP``, while the others
-wait for it. So under load a claim costs a fraction of a round trip, and an
+are free slots (not running a task), plus a small prefetch, in one ``XREADGROUP``,
+while the others wait for it. So under load a claim costs a fraction of a round trip, and an
 idle worker still starts a task the moment it is queued (the fetcher blocks in
 ``XREADGROUP``).
 
@@ -36,12 +36,16 @@ class Inbox:
     """Claimed deliveries for the slots of one worker; safe from the slots' threads
     (or greenlets: under gevent ``threading`` is patched)."""
 
-    def __init__(self, fetch: Fetch, prefetch: int = 0) -> None:
+    def __init__(self, fetch: Fetch, prefetch: int = 0, slots: int | None = None) -> None:
         self._fetch = fetch
         self.prefetch = max(0, prefetch)
+        self.slots = slots
+        """How many slots take from here (None: unknown, then only waiting ones count)."""
         self._cond = threading.Condition(threading.Lock())
         self._buffer: deque[Delivery] = deque()
         self._waiting = 0  # slots inside take()
+        self._busy = 0  # slots that took a delivery and have not come back for the next
+        self._holding = threading.local()  # per slot: whether it counts as busy
         self._fetching = False
         self._gap = MAX_GAP  # moving average of the time between two finished runs
         self._last_done: float | None = None
@@ -54,11 +58,16 @@ class Inbox:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
+            if getattr(self._holding, "busy", False):  # back for its next task
+                self._holding.busy = False
+                self._busy -= 1
             self._waiting += 1
             try:
                 fetched_once = False
                 while True:
                     if self._buffer:
+                        self._holding.busy = True
+                        self._busy += 1
                         return self._buffer.popleft()
                     left = deadline - time.monotonic()
                     if self._fetching:
@@ -75,7 +84,7 @@ class Inbox:
 
     def _fetch_for_all(self, deadline: float) -> None:
         """Fetch for every waiting slot, the lock released meanwhile (held on entry)."""
-        want = self._waiting + self.ahead() - len(self._buffer)
+        want = self._free() + self.ahead() - len(self._buffer)
         self._fetching = True
         fetched: list[Delivery] = []
         self._cond.release()
@@ -96,11 +105,25 @@ class Inbox:
             self._buffer.extend(deliveries)
             self._cond.notify(len(self._buffer) - before)
 
+    def drain(self) -> list[Delivery]:
+        """Take out everything waiting here (a stop: no slot will take it)."""
+        with self._cond:
+            drained = list(self._buffer)
+            self._buffer.clear()
+            return drained
+
     def room(self) -> int:
-        """How many more deliveries the slots could use now (slots waiting plus the
+        """How many more deliveries the slots could use now (free slots plus the
         prefetch, less what is already here)."""
         with self._cond:
-            return self._waiting + self.ahead() - len(self._buffer)
+            return self._free() + self.ahead() - len(self._buffer)
+
+    def _free(self) -> int:
+        """Slots free for a task: all but the busy ones (at least those waiting now), so a
+        worker starting up fetches for every slot at once, not for the first one in."""
+        if self.slots is None:
+            return self._waiting
+        return max(self._waiting, self.slots - self._busy)
 
     def ahead(self) -> int:
         """The prefetch now: the runs finished in ``PREFETCH_WINDOW`` at the recent pace."""

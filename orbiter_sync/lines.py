@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ class Line:
         self._pool = client.connection_pool
         self._connection: Any = None
         self._tuned: Any = None  # the socket given kernel-side timeouts
+        # gevent's sockets wait in its hub, not in the kernel; 64-bit Linux's timeval only
+        self._kernel_timeouts = KERNEL_TIMEOUTS and not gevent_active()
 
     def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args``, loading it first if Redis lacks it."""
@@ -61,7 +64,7 @@ class Line:
     def _command(self, *command: Any) -> Any:
         connection = self._connection
         sock = connection._sock
-        if sock is not None and sock is not self._tuned:
+        if self._kernel_timeouts and sock is not None and sock is not self._tuned:
             self._tuned = _kernel_timeouts(sock, connection.socket_timeout)
         try:
             connection.send_command(*command)
@@ -78,6 +81,9 @@ class Line:
             self._pool.release(connection)
 
 
+KERNEL_TIMEOUTS = sys.platform == "linux" and struct.calcsize("l") == 8
+
+
 def _kernel_timeouts(sock: Any, timeout: float | None) -> Any:
     """Move ``sock``'s timeout into the kernel (SO_RCVTIMEO / SO_SNDTIMEO) and make it a
     blocking socket for Python; returns ``sock``, or None when left as it was.
@@ -87,8 +93,8 @@ def _kernel_timeouts(sock: Any, timeout: float | None) -> Any:
     busy slots pay in lock contention. A kernel timeout fails the call the same way
     (redis-py reports it as a connection error, which is retried). Plain sockets only,
     outside gevent (whose sockets wait in its hub, not in the kernel)."""
-    if timeout is None or gevent_active() or type(sock) is not socket.socket:
-        return None
+    if timeout is None or timeout < 0.001 or type(sock) is not socket.socket:
+        return None  # a zero timeval would mean no timeout at all
     seconds = int(timeout)
     timeval = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
     try:
@@ -141,7 +147,8 @@ class LineUser(RedisUser):
         """Run ``script`` through ``retry``: over ``client`` when given, else over the calling
         thread's line when it holds one, else over the shared client."""
         retry = retry or self._retry
-        line: Line | None = getattr(self._lines, "line", None)
-        if client is None and line is not None:
-            return retry.call(line.evalsha, script, keys, args)
+        if client is None:  # not from another thread (the heartbeat's, say) on its own client
+            line: Line | None = getattr(self._lines, "line", None)
+            if line is not None:
+                return retry.call(line.evalsha, script, keys, args)
         return retry.call(script, keys=keys, args=args, client=client)

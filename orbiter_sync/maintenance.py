@@ -8,7 +8,8 @@ gevent), so what it takes over goes straight into the consumer's inbox:
   the queue (one script call, however many are due);
 - when the reclaimer is due (a quarter of the visibility timeout, at most 5 s),
   it takes over idle entries of dead workers, as many as the slots have room for
-  (at least one, so a busy worker still does its share).
+  (slots waiting plus the prefetch): a worker whose slots are all busy leaves them
+  to workers that can run them now.
 
 Redis failing here is logged and waited out; the loop never ends before the
 worker stops.
@@ -68,29 +69,38 @@ class Maintenance:
     def run(self) -> None:
         backoff = TICK
         while not self.stopping.is_set():
-            try:
-                self.step()
-                backoff = TICK
-            except Exception as exc:  # noqa: BLE001 - Redis away or refusing: wait, go on
-                logger.warning(
-                    "worker %s: maintenance failed (%s: %s); retrying in %.1fs",
-                    self.consumer.name,
-                    type(exc).__name__,
-                    exc,
-                    backoff,
-                )
-                backoff = min(backoff * 2, MAX_BACKOFF)
+            failed = False
+            for step in (self.promote, self.reclaim):  # one failing never stops the other
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - Redis away or refusing: wait, go on
+                    failed = True
+                    logger.warning("worker %s: %s failed (%s: %s); retrying in %.1fs",
+                                   self.consumer.name, step.__name__, type(exc).__name__, exc,
+                                   min(backoff * 2, MAX_BACKOFF))  # fmt: skip
+            backoff = min(backoff * 2, MAX_BACKOFF) if failed else TICK
             self.stopping.wait(backoff)
 
     def step(self) -> None:
         """Do whatever is due now."""
+        self.promote()
+        self.reclaim()
+
+    def promote(self) -> None:
+        """Re-queue the retries that are due, every ``PROMOTE_EVERY`` seconds."""
         now = time.monotonic()
         if now >= self._next_promote:
             self._next_promote = now + PROMOTE_EVERY
             self.promoter.promote_due()
-        if self.consumer.reclaimer.due():
-            taken = self.consumer.reclaim(count=max(1, self.consumer.room()))
-            if taken:
-                self.consumer.offer(taken)
-            else:
-                self.consumer.reclaimer.checked()
+
+    def reclaim(self) -> None:
+        """Take over dead workers' idle entries, as many as the slots have room for: a
+        worker whose slots are all busy leaves them to workers with free slots."""
+        room = self.consumer.room()
+        if room <= 0 or not self.consumer.reclaimer.due():
+            return
+        taken = self.consumer.reclaim(count=room)
+        if taken:
+            self.consumer.offer(taken)  # and look again soon: there may be more
+        else:
+            self.consumer.reclaimer.checked()

@@ -105,8 +105,9 @@ class TaskProducer(QueueUser):
             errors = [reply for reply in replies if isinstance(reply, Exception)]
             if not errors:
                 return sum(int(reply) for reply in replies)
-            if not all(isinstance(e, redis.exceptions.NoScriptError) for e in errors):
-                raise errors[0]
+            others = [e for e in errors if not isinstance(e, redis.exceptions.NoScriptError)]
+            if others:
+                raise others[0]  # a transient one is retried (the batch is idempotent)
             script.sha = self._client.script_load(script.script)  # flushed or never loaded
         raise errors[0]
 

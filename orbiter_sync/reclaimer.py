@@ -23,7 +23,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import redis
 
@@ -35,10 +36,16 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# (entry id, fields, deliveries) -> what the consumer made of it, or None
-Accept = Callable[[str, dict[str, str], int], T | None]
+# [(entry id, fields, deliveries)] -> what the consumer accepted of them
+Accept = Callable[[list[tuple[str, dict[str, str], int]]], list[T]]
 
 PAGE = 100  # pending entries looked at per XPENDING call
+
+
+@dataclass
+class _Page(Generic[T]):
+    taken: list[T]
+    last: bool  # the end of the pending list was reached
 
 
 class Reclaimer:
@@ -75,28 +82,35 @@ class Reclaimer:
     def reclaim(self, accept: Accept[T], *, count: int = 10, max_scan: int = 10) -> list[T]:
         """Take over idle entries of dead consumers until ``accept`` has taken ``count``
         of them (it may refuse some), looking at most ``max_scan`` pages of the group's
-        pending list, from where the last call stopped."""
+        pending list, from where the last call stopped. A page that fails after others
+        were taken ends the look: what was taken is returned, never lost."""
         taken: list[T] = []
         for _ in range(max_scan):
-            with self._lock:
-                start = self._cursor
-            rows = self._idle_entries(start)
-            with self._lock:
-                self._cursor = "-" if len(rows) < PAGE else "(" + str(rows[-1]["message_id"])
-            orphans = self._orphans(rows)[: count - len(taken)]
-            for entry_id, fields, deliveries in self._claim(orphans):
-                logger.warning(
-                    "worker %s took over entry %s (delivery %d) of a dead worker",
-                    self.name,
-                    entry_id,
-                    deliveries,
-                )
-                accepted = accept(entry_id, fields, deliveries)
-                if accepted is not None:
-                    taken.append(accepted)
-            if len(taken) >= count or len(rows) < PAGE:
+            try:
+                page = self._take_page(accept, count - len(taken))
+            except Exception:
+                if not taken:
+                    raise
+                # what was taken is held now: hand it over rather than lose it
+                logger.exception("worker %s: reclaim stopped early", self.name)
+                break
+            taken.extend(page.taken)
+            if len(taken) >= count or page.last:
                 break
         return taken
+
+    def _take_page(self, accept: Accept[T], count: int) -> _Page[T]:
+        """Look at one page of idle entries from the cursor; take over up to ``count``."""
+        with self._lock:
+            start = self._cursor
+        rows = self._idle_entries(start)
+        with self._lock:
+            self._cursor = "-" if len(rows) < PAGE else "(" + str(rows[-1]["message_id"])
+        claimed = self._claim(self._orphans(rows)[:count])
+        for entry_id, _fields, deliveries in claimed:
+            logger.warning("worker %s took over entry %s (delivery %d) of a dead worker",
+                           self.name, entry_id, deliveries)  # fmt: skip
+        return _Page(accept(claimed) if claimed else [], last=len(rows) < PAGE)
 
     def _idle_entries(self, start: str) -> list[dict[str, Any]]:
         s = self.settings

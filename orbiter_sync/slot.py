@@ -76,6 +76,7 @@ class Slot:
                     continue
                 if delivery is not None:
                     self.process(delivery)
+            self.consumer.release_waiting()  # fetched for slots that are stopping too
 
     def process(self, delivery: Delivery) -> None:
         """Run one claimed task and settle it; never raises for what the task or Redis did.

@@ -113,9 +113,8 @@ class Worker:
         self.executor = make_executor(s.executor, policy=policy)
         self.client = connect(self.redis_url)
         queue = s.queue_settings()
-        self.consumer = TaskConsumer(
-            self.redis_url, self.worker_id, queue, client=self.client, prefetch=s.prefetch
-        )
+        self.consumer = TaskConsumer(self.redis_url, self.worker_id, queue, client=self.client,
+                                     prefetch=s.prefetch, slots=s.concurrency)  # fmt: skip
         self.publisher = EventPublisher(
             self.redis_url, stream_ttl_seconds=queue.event_ttl, client=self.client
         )

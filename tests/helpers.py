@@ -115,13 +115,16 @@ def claim_as_worker(consumer: TaskConsumer, timeout: float = 3.0) -> Delivery | 
     """Claim as a worker's slot does while the worker's maintenance loop runs beside it:
     retries that are due go back on the queue, dead workers' entries are taken over."""
     promoter = RetryPromoter(settings=consumer.settings, client=consumer._client)
-    maintenance = Maintenance(consumer, promoter, threading.Event())
-    deadline = time.monotonic() + timeout
-    while True:
-        maintenance.step()
-        delivery = consumer.claim(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
-        if delivery is not None or time.monotonic() >= deadline:
-            return delivery
+    stopping = threading.Event()
+    maintenance = threading.Thread(
+        target=Maintenance(consumer, promoter, stopping).run, daemon=True
+    )
+    maintenance.start()
+    try:
+        return consumer.claim(timeout=timeout)
+    finally:
+        stopping.set()
+        maintenance.join(5)
 
 
 def claim_and_begin(consumer: TaskConsumer) -> Delivery:

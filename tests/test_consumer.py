@@ -24,7 +24,7 @@ from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.embedded import EmbeddedRedis
 from orbiter_sync.errors import RedisUnavailableError
-from orbiter_sync.maintenance import Maintenance, RetryPromoter
+from orbiter_sync.maintenance import RetryPromoter
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import Outcome
 from orbiter_sync.producer import TaskProducer
@@ -111,7 +111,8 @@ def test_blocking_claim_does_not_starve_other_callers(redis_url: str) -> None:
     time.sleep(0.2)  # let the claim block (there is nothing to wake it)
 
     # the same consumer (same pool) still serves other calls at once
-    assert RetryPromoter(redis_url, consumer.settings).promote_due() == 0
+    promoter = RetryPromoter(settings=consumer.settings, client=consumer._client)
+    assert promoter.promote_due() == 0
     assert consumer.keep_alive() == []
     assert claimer.is_alive()
     claimer.join()
@@ -188,14 +189,9 @@ def test_idle_entries_of_a_dead_worker_are_reclaimed(
     assert dead.claim(timeout=1)
     # the dead worker never touches its entry again; the live one's maintenance loop
     # (never its claims) takes it over once idle past the visibility timeout
-    maintenance = Maintenance(alive, RetryPromoter(redis_url, settings), threading.Event())
     assert alive.claim(timeout=0.1) is None
 
-    def reclaimed() -> Delivery | None:
-        maintenance.step()
-        return alive.claim(timeout=0.2)
-
-    delivery = wait_for(reclaimed, timeout=5)
+    delivery = claim_as_worker(alive, timeout=5)
 
     assert isinstance(delivery, Delivery)
     assert delivery.task_id == payload.task_id and delivery.deliveries == 2

@@ -294,11 +294,12 @@ def test_a_stop_keeps_its_promise_when_redis_hangs_or_cpus_are_busy(
     # Given busy runs that never return in time (CPU-bound: they compete for the GIL)
     url = private_redis.url
     r = redis.Redis.from_url(url, decode_responses=True)
-    worker = spawn_worker(url, "--shutdown-timeout", "1", "--concurrency", str(concurrency))
     handles = [
         distributed(agent("spin"), "60", redis_url=url, metadata={"redis_url": url})
         for _ in range(concurrency)
     ]
+    # queued first, so under gevent every slot has begun before one spins and holds the rest
+    worker = spawn_worker(url, "--shutdown-timeout", "1", "--concurrency", str(concurrency))
     wait_for(lambda: all(status_of(r, h.task_id) == "running" for h in handles), timeout=20)
     hang = concurrency == 1  # with one run, Redis hangs as well: it cannot take a release
     if hang:

@@ -203,7 +203,8 @@ def test_tasks_claimed_ahead_go_back_to_the_queue_at_a_stop(
         ]  # fmt: skip
     )
     wait_for(lambda: client.hget(f"orbiter:task:{slow[0]}", "status") == "running", timeout=30)
-    time.sleep(0.2)  # let the fetcher take what it will
+    # at the pace of the quick tasks, more were fetched than the two slots can run
+    wait_for(lambda: client.xpending("orbiter:tasks", "orbiter:tasks:group")["pending"] > 2)
 
     worker.terminate()
     assert worker.wait(30) == 0
