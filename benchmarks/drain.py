@@ -1,0 +1,122 @@
+"""How fast orbiter-sync workers drain a queue that is already full: no client competes
+for the CPU while they run, so this measures the workers alone (``benchmarks.peers``
+measures each library with its client submitting at the same time).
+
+For 1, 2 and 4 worker processes (8 thread slots each) on one private redis-server:
+N no-op tasks are queued with ``submit_many``, the workers start, and the time from
+the first task started to the last one settled is measured, with the workers' and
+Redis's CPU per task. Run it from the repository root:
+
+    .venv/bin/python -m benchmarks.drain [--tasks 6000] [--processes 1 2 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from tabulate import tabulate
+
+from orbiter_sync import TaskPayload, TaskProducer, keys
+from orbiter_sync.embedded import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("orbiter-sync"))
+NOOP = {"entrypoint": "benchmarks.agents:noop"}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(processes: int, tasks: int) -> dict[str, float]:
+    with EmbeddedRedis() as server:
+        assert server.process is not None
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        producer = TaskProducer(server.url)
+        ids = producer.submit_many(
+            [TaskPayload(agent_config=NOOP, input="x") for _ in range(tasks)]
+        )
+        redis_before = cpu_seconds(server.process.pid)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        workers = [
+            subprocess.Popen(
+                [
+                    CLI,
+                    "start",
+                    "worker",
+                    "--redis-url",
+                    server.url,
+                    "--concurrency",
+                    "8",
+                    "--allow-import",
+                    "benchmarks.agents",
+                    "--log-level",
+                    "WARNING",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            for _ in range(processes)
+        ]
+        try:
+            while client.xlen(keys.DEFAULT_QUEUE) > 0:
+                if any(w.poll() is not None for w in workers):
+                    raise RuntimeError("a worker exited")
+                time.sleep(0.01)
+            worker_cpu = sum(cpu_seconds(w.pid) for w in workers)
+            redis_cpu = cpu_seconds(server.process.pid) - redis_before
+            pipe = client.pipeline(transaction=False)
+            for task_id in (ids[0], ids[-1]):
+                pipe.hmget(f"orbiter:task:{task_id}", "started_at", "completed_at")
+            (first_start, _), (_, last_end) = pipe.execute()
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(30)
+            client.close()
+            producer.close()
+    seconds = float(last_end) - float(first_start)
+    return {
+        "tasks/s": tasks / seconds,
+        # start-up included: an upper bound of what a task costs the workers
+        "worker CPU ms/task (incl. start-up)": 1000 * worker_cpu / tasks,
+        "Redis CPU ms/task": 1000 * redis_cpu / tasks,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=6000)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in options.processes}
+    for number in range(1, options.rounds + 1):
+        for processes in options.processes:  # interleaved, round by round
+            runs[processes].append(drain(processes, options.tasks))
+            print(f"round {number} x{processes}: {runs[processes][-1]}", file=sys.stderr)
+    rows = []
+    for processes, results in runs.items():
+        row: dict[str, object] = {"worker processes": processes}
+        for name in results[0]:
+            row[name] = round(statistics.median(r[name] for r in results), 3)
+        rows.append(row)
+    print(tabulate(rows, headers="keys", tablefmt="github"))
+    base = statistics.median(r["tasks/s"] for r in runs[options.processes[0]])
+    for processes, results in runs.items():
+        ratio = statistics.median(r["tasks/s"] for r in results) / base
+        print(f"x{processes}: {ratio:.2f}x the throughput of x{options.processes[0]}")
+
+
+if __name__ == "__main__":
+    main()
