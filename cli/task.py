@@ -81,7 +81,7 @@ def task_row(task: TaskResult) -> list[object]:
         task.retries,
         when(task.created_at),
         duration(task.duration),
-        short(task.error, 40),
+        short(task.error_summary, 40),
     ]
 
 
@@ -110,7 +110,7 @@ def task_status(task_id: str, redis_url: str | None, as_json: bool) -> None:
         ("Started", when(task.started_at)),
         ("Completed", when(task.completed_at)),
         ("Duration", duration(task.duration)),
-        ("Error", task.error or "-"),
+        ("Error", task.error_summary or "-"),
         ("Result", "-" if task.result is None else dumps(task.result)),
     ]
     rows += [(name, value) for name, value in sorted(task.extra.items()) if name != "created_at"]

@@ -31,6 +31,8 @@ from orbiter_sync.urls import resolve_redis_url
 
 logger = logging.getLogger(__name__)
 
+ENDED_CHECK = 1.0  # seconds a stream waits for events before it re-reads the task's hash
+
 
 @dataclass(frozen=True)
 class _Backend:
@@ -107,18 +109,27 @@ class TaskHandle:
     def stream(
         self, last_event_id: str | None = None, *, timeout: float | None = None
     ) -> Iterator[StreamEvent]:
-        """Yield the task's events (stored ones first) until its terminal status event."""
-        if self.status() is None:
-            raise TaskNotFoundError(self.task_id)
-        yield from self._backend.subscriber.subscribe(self.task_id, last_event_id, timeout=timeout)
+        """Yield the task's events (stored ones first) until its terminal status event.
+
+        A task whose hash has ended without one (an async worker writes none when
+        ``detailed`` is off; events expire) ends the stream within about a second,
+        with a terminal event made from its hash. ``timeout`` bounds the whole wait
+        (``TaskTimeoutError``).
+        """
+        for _entry_id, event in self.entries(last_event_id, timeout=timeout):
+            yield event
 
     def entries(
         self, last_event_id: str | None = None, *, timeout: float | None = None
     ) -> Iterator[tuple[str, StreamEvent]]:
-        """Like :meth:`stream`, with each event's stream id (for SSE ``id:`` lines)."""
-        if self.status() is None:
-            raise TaskNotFoundError(self.task_id)
-        yield from self._backend.subscriber.entries(self.task_id, last_event_id, timeout=timeout)
+        """Like :meth:`stream`, with each event's stream id (for SSE ``id:`` lines; ``""``
+        for a terminal event made from the hash)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for item in self._until_ended(last_event_id, ENDED_CHECK, deadline):
+            if item is not None:
+                yield item
+            elif deadline is not None and time.monotonic() >= deadline:
+                raise TaskTimeoutError(self.task_id, timeout or 0.0, "events")
 
     def follow(
         self, last_event_id: str | None = None, *, idle: float = 15.0
@@ -131,10 +142,21 @@ class TaskHandle:
         expired) gets one made from its hash (entry id ``""``), so a reader never
         waits forever.
         """
-        cursor = last_event_id
+        yield from self._until_ended(last_event_id, idle, None)
+
+    def _until_ended(
+        self, cursor: str | None, wait: float, deadline: float | None
+    ) -> Iterator[tuple[str, StreamEvent] | None]:
+        """Events until the terminal one; None after each ``wait`` seconds without one,
+        once the hash says the task has not ended either."""
+        if self.status() is None:
+            raise TaskNotFoundError(self.task_id)
         while True:
+            left = wait if deadline is None else max(0.001, min(wait, deadline - time.monotonic()))
             try:
-                for entry_id, event in self.entries(cursor, timeout=idle):
+                for entry_id, event in self._backend.subscriber.entries(
+                    self.task_id, cursor, timeout=left
+                ):
                     cursor = entry_id
                     yield entry_id, event
                     if event.is_terminal:
@@ -169,7 +191,7 @@ def _result_of(state: TaskResult) -> Any:
         return state.result if state.result is not None else {}
     if state.status == TaskStatus.CANCELLED:
         raise TaskCancelledError(state.task_id)
-    raise TaskFailedError(state.task_id, state.error or "")
+    raise TaskFailedError(state.task_id, state.error_summary)
 
 
 def distributed(

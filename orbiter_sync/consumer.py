@@ -161,10 +161,8 @@ class TaskConsumer(LineUser):
         return max(0, self._inbox.room())
 
     def reclaim(self, *, count: int = 10, max_scan: int = 10) -> list[Delivery]:
-        """Take over up to ``count`` entries of dead workers, idle longer than the
-        visibility timeout (see reclaimer.py). Entries delivered too often, or
-        undecodable, are dead-lettered instead.
-        """
+        """Take over up to ``count`` entries of dead workers, idle past the visibility
+        timeout (reclaimer.py); those delivered too often, or undecodable, are dead-lettered."""
         return self.reclaimer.reclaim(self._accept_all, count=count, max_scan=max_scan)
 
     def _accept(self, entry_id: str, fields: dict[str, str], deliveries: int) -> Delivery | None:
@@ -315,6 +313,7 @@ class TaskConsumer(LineUser):
                 agent_name,
                 s.max_retries,
                 json.dumps(s.backoffs()) if op == "retry" else "[]",
+                outcome.error_type,
             ],
             client,
             retry,

@@ -275,6 +275,13 @@ class TaskResult:
     def created_at(self) -> float | None:
         return _optional_float(self.extra.get("created_at"))
 
+    @property
+    def error_summary(self) -> str:
+        """``Class: message`` for readers: the hash's ``error`` is ``str(exc)``, as the async
+        worker writes it, and our workers keep the class in ``error_type`` beside it."""
+        error, kind = self.error or "", self.extra.get("error_type", "")
+        return f"{kind}: {error}" if kind and error else error
+
     @classmethod
     def from_hash(cls, task_id: str, data: Mapping[str, str]) -> TaskResult:
         """Parse a task hash; lenient on numbers, strict on ``status``."""

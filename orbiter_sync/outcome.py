@@ -70,14 +70,16 @@ class Outcome:
     @classmethod
     def failed(cls, exc: BaseException, *, retryable: bool = True) -> Outcome:
         kind = OutcomeKind.FAILED if retryable else OutcomeKind.FAILED_FOR_GOOD
+        # the error is str(exc), as the async worker writes it (the class name when that
+        # is empty); the class is kept beside it
         name = type(exc).__name__
-        return cls(kind, error=readable(f"{name}: {describe(exc)}"), error_type=name)
+        return cls(kind, error=readable(describe(exc) or name), error_type=name)
 
     @classmethod
     def timed_out(cls, seconds: float) -> Outcome:
         return cls(
             OutcomeKind.TIMED_OUT,
-            error=f"TimeoutError: timed out after {seconds:g}s",
+            error=f"timed out after {seconds:g}s",
             error_type="TimeoutError",
         )
 

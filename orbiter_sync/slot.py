@@ -209,7 +209,7 @@ class Slot:
                 task_id,
                 outcome.kind,
                 settled.status,
-                outcome.error,
+                f"{outcome.error_type}: {outcome.error}",
             )
         else:
             logger.info(

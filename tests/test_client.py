@@ -1,4 +1,6 @@
+import json
 import threading
+import time
 
 import pytest
 import redis
@@ -15,7 +17,7 @@ from orbiter_sync import (
 )
 from orbiter_sync.client import TaskHandle
 from orbiter_sync.consumer import TaskConsumer
-from orbiter_sync.events import EventPublisher, TextEvent
+from orbiter_sync.events import EventPublisher, StatusEvent, StreamEvent, TextEvent
 from orbiter_sync.models import TaskStatus
 from orbiter_sync.outcome import Outcome
 
@@ -136,3 +138,34 @@ def test_many_handles_share_one_pool(redis_url: str, r: redis.Redis) -> None:
 
     assert len(r.client_list()) - before <= 2
     wait_for(lambda: r.xlen("orbiter:tasks") == 301)
+
+
+def test_a_stream_ends_when_the_task_ends_without_a_terminal_event(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """An async orbiter-distributed worker with ``detailed`` off writes the task's final
+    status but no terminal event: the stream still ends, within about a second."""
+    task_id = "ended-quietly"
+    key = f"orbiter:task:{task_id}"
+    r.hset(key, mapping={"task_id": task_id, "status": "running"})
+    running = StatusEvent(status="running", message="on an async worker")
+    r.xadd(f"orbiter:stream:{task_id}", {"event": running.to_json()})
+    handle = TaskHandle(task_id, redis_url=redis_url)
+    events: list[StreamEvent] = []
+    reader = threading.Thread(target=lambda: events.extend(handle.stream(timeout=30)))
+    reader.start()
+    wait_for(lambda: events)  # the running event, then the stream waits
+
+    r.hset(key, mapping={"status": "completed", "result": json.dumps({"output": "done"})})
+    started = time.monotonic()
+    reader.join(10)
+
+    assert not reader.is_alive() and time.monotonic() - started < 3
+    assert [(e.type, getattr(e, "status", None)) for e in events] == [
+        ("status", "running"),
+        ("status", "completed"),  # made from the hash
+    ]
+    assert handle.result(timeout=5) == {"output": "done"}
+    r.hset(key, "status", "running")
+    with pytest.raises(TaskTimeoutError):  # a task that never ends still times out
+        list(handle.stream(timeout=0.5))

@@ -249,4 +249,5 @@ def test_whatever_a_result_or_an_error_does_it_becomes_a_plain_failure() -> None
     with pytest.raises(ValidationError, match="cannot dump"):
         encode_result({"x": Exploding()})
     outcome = Outcome.failed(Unprintable())
-    assert outcome.error == "Unprintable: <Unprintable whose message cannot be read>"
+    assert outcome.error == "<Unprintable whose message cannot be read>"
+    assert outcome.error_type == "Unprintable"

@@ -45,6 +45,8 @@
 -- ARGV[16] agent name    for the terminal event
 -- ARGV[17] max retries
 -- ARGV[18] backoffs      JSON list: seconds to wait before retry 1, 2, ...
+-- ARGV[19] error type    the exception's class name (failed, retry), kept beside the
+--                         error, which is str(exc) as the async worker writes it
 -- Returns {verdict, status}: verdict `settled`, `lost` (another consumer holds the
 -- entry) or `gone` (nobody does, and not through this call); status is the task's
 -- status afterwards.
@@ -72,6 +74,7 @@ local recoverable_event = ARGV[15]
 local agent_name = ARGV[16]
 local max_retries = tonumber(ARGV[17])
 local backoffs = cjson.decode(ARGV[18])
+local error_type = ARGV[19]
 
 --- @include "status"
 --- @include "events"
@@ -110,7 +113,7 @@ if outcome == 'retry' then
   if retries < max_retries and may_become(current, 'retrying') then
     retries = retries + 1
     set_status(task_key, index_key, task_id, 'retrying', task_ttl,
-               {'retries', retries, 'error', error_text})
+               {'retries', retries, 'error', error_text, 'error_type', error_type})
     append_event(stream, event_channel, event_ttl, recoverable_event, eid)
     local delay = tonumber(backoffs[retries] or backoffs[#backoffs]) or 0
     redis.call('ZADD', delayed, tonumber(now) + delay, payload)
@@ -130,8 +133,8 @@ local fields
 if outcome == 'completed' then
   fields = {'result', result, 'completed_at', now}
 elseif outcome == 'failed' then
-  fields = {'error', error_text, 'completed_at', now}
-  message = error_text
+  fields = {'error', error_text, 'error_type', error_type, 'completed_at', now}
+  message = error_type ~= '' and (error_type .. ': ' .. error_text) or error_text
 else
   fields = {'completed_at', now}
 end
