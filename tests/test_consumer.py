@@ -239,6 +239,7 @@ def test_entry_delivered_too_often_goes_to_dead_letters(
     assert dead["task_id"] == payload.task_id and "delivered 4 times" in dead["reason"]
     assert r.hget(f"orbiter:task:{payload.task_id}", "status") == "failed"
     assert "delivered 4 times" in str(r.hget(f"orbiter:task:{payload.task_id}", "error"))
+    assert r.hget(f"orbiter:task:{payload.task_id}", "error_type") == "DeadLettered"
     assert r.xlen("orbiter:tasks") == 0
     assert terminal_events(r, payload.task_id) == ["error"]
 

@@ -56,7 +56,8 @@ ack_and_delete(queue, group, entry_id)
 if task_id == '' then return 1 end
 pcall(function()
   local status = set_status(task_key, index_key, task_id, 'failed', task_ttl,
-                            {'error', reason, 'completed_at', now})
+                            {'error', reason, 'error_type', 'DeadLettered',
+                             'completed_at', now})
   end_stream(stream, event_channel, event_ttl, status, reason, '', eid)
 end)
 return 1
