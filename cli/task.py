@@ -281,9 +281,8 @@ def describe(event: StreamEvent) -> str:
 
 
 def _tool_result(event: ToolResultEvent) -> str:
-    outcome = (
-        f"error: {event.error}" if not event.success else json.dumps(event.result, default=str)
-    )
+    result = event.result if isinstance(event.result, str) else json.dumps(event.result)
+    outcome = f"error: {event.error}" if not event.success else result
     return f"{event.tool_name} -> {short(outcome, 80)} ({event.duration_ms:.0f} ms)"
 
 

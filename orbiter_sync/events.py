@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import redis
@@ -25,6 +25,7 @@ import redis
 from orbiter_sync import keys, lua
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
+from orbiter_sync.event_fields import copied, field_names, tool_content
 from orbiter_sync.models import loads_external
 from orbiter_sync.queue import DEFAULT_EVENT_TTL
 
@@ -57,31 +58,6 @@ class Usage:
         return cls(**counts)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    """The dataclass fields of ``cls``, read once per class."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
-    return names
-
-
-def _copied(value: Any) -> Any:
-    """``value`` as ``asdict`` would give it (nested dataclasses as dicts, containers
-    copied), without ``asdict``'s cost for the plain str and number fields."""
-    if isinstance(value, str | int | float | bool | None):
-        return value
-    if isinstance(value, dict):
-        return {k: _copied(v) for k, v in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*(_copied(v) for v in value))
-    if isinstance(value, list | tuple):
-        return type(value)(_copied(v) for v in value)
-    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
-
-
 @dataclass(frozen=True, kw_only=True)
 class StreamEvent:
     """Base of all events; ``type`` is the JSON discriminator."""
@@ -91,8 +67,8 @@ class StreamEvent:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type}
-        for name in _field_names(type(self)):
-            data[name] = _copied(getattr(self, name))
+        for name in field_names(type(self)):
+            data[name] = copied(getattr(self, name))
         return data
 
     def to_json(self) -> str:
@@ -118,24 +94,19 @@ class ToolCallEvent(StreamEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ToolCallDeltaEvent(StreamEvent):
-    type: ClassVar[str] = "tool_call_delta"
-    index: int = 0
-    tool_call_id: str = ""
-    tool_name: str = ""
-    arguments_delta: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
 class ToolResultEvent(StreamEvent):
     type: ClassVar[str] = "tool_result"
     tool_name: str
     tool_call_id: str
     arguments: dict[str, Any] = field(default_factory=dict)
-    result: Any = ""
+    result: str | list[Any] = ""
+    """A string, as the original makes it (``str(output)``), or a list of content blocks."""
     error: str | None = None
     success: bool = True
     duration_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "result", tool_content(self.result))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,7 +182,6 @@ EVENT_TYPES: dict[str, type[StreamEvent]] = {
     for cls in (
         TextEvent,
         ToolCallEvent,
-        ToolCallDeltaEvent,
         ToolResultEvent,
         StepEvent,
         ReasoningEvent,
@@ -305,7 +275,17 @@ class EventPublisher(RedisUser):
         self._publish = lua.register(self._client, "publish")
 
     def publish(self, task_id: str, event: StreamEvent) -> str:
-        """Append ``event``; returns its stream entry id. Safe to retry."""
+        """Append ``event``; returns its stream entry id. Safe to retry.
+
+        Only the async library's eight event types are written (``ValidationError``
+        for any other): its readers abort a whole stream at a type they do not know.
+        """
+        if event.type not in EVENT_TYPES:
+            raise ValidationError(
+                "type",
+                f"{event.type or 'an unknown type'!r} events are not published: "
+                f"the async library's readers know only {', '.join(EVENT_TYPES)}",
+            )
         payload = event.to_json()
         eid = new_event_id()
         entry_id: str = self._retry.call(

@@ -150,3 +150,13 @@ OPTIONAL_EXTRAS = ("gevent", "prometheus_client", "temporalio", "pydantic_ai", "
 def loaded_extras(input: str) -> list[str]:
     """Which optional libraries the worker running this has imported."""
     return sorted(name for name in OPTIONAL_EXTRAS if name in sys.modules)
+
+
+def legacy_events(input: str) -> Iterator[dict[str, Any] | str]:
+    """Yields what older orbiter-sync agents did: a tool_call_delta, and a tool result
+    that is a dict rather than the string the async library's event holds."""
+    yield {"type": "tool_call", "tool_name": "lookup", "tool_call_id": "c1"}
+    yield {"type": "tool_call_delta", "tool_call_id": "c1", "arguments_delta": "{}"}
+    yield {"type": "tool_result", "tool_name": "lookup", "tool_call_id": "c1",
+           "result": {"found": 2}}  # fmt: skip
+    yield "done"

@@ -1,10 +1,13 @@
 import json
 import threading
+import time
 
 import pytest
 import redis
 from helpers import ConnectionKiller, stream_entries, wait_for
 
+from orbiter_sync.agents import ImportPolicy
+from orbiter_sync.control import RunControl
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
 from orbiter_sync.events import (
     ErrorEvent,
@@ -23,6 +26,8 @@ from orbiter_sync.events import (
     coerce_event,
     event_from_json,
 )
+from orbiter_sync.executors import LocalExecutor, RunContext
+from orbiter_sync.models import TaskPayload
 
 EXAMPLES: list[StreamEvent] = [
     TextEvent(text="hello", agent_name="a"),
@@ -178,3 +183,35 @@ def test_no_event_lost_or_doubled_while_connections_are_killed(
     assert killer.kills >= 5
     texts = [json.loads(f["event"])["text"] for _, f in stream_entries(r, "orbiter:stream:t1")]
     assert texts == [str(n) for n in range(200)]
+
+
+def test_a_tool_result_holds_a_string_as_the_async_library_does() -> None:
+    def result(value: object) -> object:
+        return ToolResultEvent(tool_name="t", tool_call_id="c", result=value).result  # type: ignore[arg-type]
+
+    assert result({"found": 2}) == "{'found': 2}"  # str(output), as orbiter-core makes it
+    assert result(None) == "" and result(3) == "3" and result("as is") == "as is"
+    blocks = [{"type": "text", "text": "hi"}]
+    assert result(blocks) == blocks  # content blocks are kept
+    assert result([1, 2]) == "[1, 2]"
+    assert event_from_json('{"type": "tool_result", "tool_name": "t", "tool_call_id": "c",'
+                           ' "result": {"a": 1}}').to_dict()["result"] == "{'a': 1}"  # fmt: skip
+
+
+def test_only_the_async_librarys_event_types_are_published(
+    publisher: EventPublisher, r: redis.Redis
+) -> None:
+    with pytest.raises(ValidationError, match="not published"):
+        publisher.publish("t1", event_from_json('{"type": "tool_call_delta", "index": 0}'))
+    assert r.exists("orbiter:stream:t1") == 0
+
+    published: list[StreamEvent] = []
+    executor = LocalExecutor(ImportPolicy(("sample_agents",)))
+    context = RunContext(published.append, RunControl("t2"), time.monotonic() + 10)
+    with executor.slot():
+        payload = TaskPayload(agent_config={"entrypoint": "sample_agents:legacy_events"})
+        output = executor.execute(payload, context)
+
+    assert [e.type for e in published] == ["tool_call", "tool_result", "text"]
+    assert published[1].to_dict()["result"] == "{'found': 2}"
+    assert output == {"output": "done"}

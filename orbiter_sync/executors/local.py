@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -20,10 +21,12 @@ from typing import Any
 
 from orbiter_sync.agents import ImportPolicy, resolve_agent
 from orbiter_sync.control import RunControl
-from orbiter_sync.events import TextEvent, coerce_event
+from orbiter_sync.events import EVENT_TYPES, TextEvent, UnknownEvent, coerce_event
 from orbiter_sync.executors.base import Executor, RunContext
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import RunInterrupted
+
+logger = logging.getLogger(__name__)
 
 
 class LocalExecutor(Executor):
@@ -56,6 +59,9 @@ class LocalExecutor(Executor):
 
         def emit(item: Any) -> None:
             event = coerce_event(item, agent.name)
+            if isinstance(event, UnknownEvent):  # the async readers would abort the stream
+                _not_published(str(event.data.get("type")), payload.task_id)
+                return
             if isinstance(event, TextEvent):
                 texts.append(event.text)
             context.publish(event)
@@ -94,6 +100,15 @@ class LocalExecutor(Executor):
             raise
         finally:
             control.detach()
+
+
+def _not_published(kind: str, task_id: str) -> None:
+    logger.warning(
+        "task %s: a %r event was not published: the async library's readers know only %s",
+        task_id,
+        kind,
+        ", ".join(EVENT_TYPES),
+    )
 
 
 async def _await(awaitable: Any) -> Any:
