@@ -159,4 +159,5 @@ def legacy_events(input: str) -> Iterator[dict[str, Any] | str]:
     yield {"type": "tool_call_delta", "tool_call_id": "c1", "arguments_delta": "{}"}
     yield {"type": "tool_result", "tool_name": "lookup", "tool_call_id": "c1",
            "result": {"found": 2}}  # fmt: skip
+    yield {"type": "status", "status": "completed", "message": "lookup"}  # not the end yet
     yield "done"

@@ -212,6 +212,10 @@ def test_only_the_async_librarys_event_types_are_published(
         payload = TaskPayload(agent_config={"entrypoint": "sample_agents:legacy_events"})
         output = executor.execute(payload, context)
 
-    assert [e.type for e in published] == ["tool_call", "tool_result", "text"]
+    assert [e.type for e in published] == ["tool_call", "tool_result", "status", "text"]
     assert published[1].to_dict()["result"] == "{'found': 2}"
+    # an agent's terminal status does not end the stream: only settling does
+    status = published[2]
+    assert isinstance(status, StatusEvent) and not status.is_terminal
+    assert (status.status, status.message) == ("running", "completed: lookup")
     assert output == {"output": "done"}

@@ -21,7 +21,13 @@ from typing import Any
 
 from orbiter_sync.agents import ImportPolicy, resolve_agent
 from orbiter_sync.control import RunControl
-from orbiter_sync.events import EVENT_TYPES, TextEvent, UnknownEvent, coerce_event
+from orbiter_sync.events import (
+    EVENT_TYPES,
+    StatusEvent,
+    TextEvent,
+    UnknownEvent,
+    coerce_event,
+)
 from orbiter_sync.executors.base import Executor, RunContext
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import RunInterrupted
@@ -62,6 +68,10 @@ class LocalExecutor(Executor):
             if isinstance(event, UnknownEvent):  # the async readers would abort the stream
                 _not_published(str(event.data.get("type")), payload.task_id)
                 return
+            if isinstance(event, StatusEvent) and event.is_terminal:
+                # only settling ends a stream: readers stop at the first terminal status
+                said = f"{event.status}: {event.message}" if event.message else event.status
+                event = StatusEvent(status="running", message=said, agent_name=event.agent_name)
             if isinstance(event, TextEvent):
                 texts.append(event.text)
             context.publish(event)
