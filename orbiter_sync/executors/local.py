@@ -62,11 +62,15 @@ class LocalExecutor(Executor):
     def execute(self, payload: TaskPayload, context: RunContext) -> dict[str, Any]:
         agent = resolve_agent(payload.agent_config, self.policy)
         texts: list[str] = []
+        skipped: set[str] = set()
 
         def emit(item: Any) -> None:
             event = coerce_event(item, agent.name)
             if isinstance(event, UnknownEvent):  # the async readers would abort the stream
-                _not_published(str(event.data.get("type")), payload.task_id)
+                kind = str(event.data.get("type"))
+                if kind not in skipped:  # said once a run: an agent may yield thousands
+                    skipped.add(kind)
+                    _not_published(kind, payload.task_id)
                 return
             if isinstance(event, StatusEvent) and event.is_terminal:
                 # only settling ends a stream: readers stop at the first terminal status
