@@ -196,9 +196,7 @@ class TaskConsumer(LineUser):
         """Move an entry this consumer holds to the dead-letter stream with ``reason``; its
         task (if known) fails. False, writing nothing, when it does not hold the entry."""
         written = self._dead_letters.write(entry_id, reason, fields, task_id)
-        with self._lock:
-            self._started.discard(entry_id)
-            self._in_flight.pop(entry_id, None)
+        self._forget(entry_id)
         return written
 
     # -- running and settling --------------------------------------------------------
@@ -221,7 +219,7 @@ class TaskConsumer(LineUser):
                 if delivery.entry_id in self._in_flight:
                     self._started.add(delivery.entry_id)
             return True
-        self._drop(delivery)
+        self._forget(delivery.entry_id)
         logger.info(
             "worker %s: task %s not run: %s",
             self.name,
@@ -270,7 +268,7 @@ class TaskConsumer(LineUser):
         second run of the same task.
         """
         if outcome.kind is OutcomeKind.LOST:
-            self._drop(delivery)
+            self._forget(delivery.entry_id)
             return Settled("lost", None)
         s, task_id = self.settings, delivery.task_id
         op = _SETTLE_OP[outcome.kind]
@@ -318,14 +316,14 @@ class TaskConsumer(LineUser):
             client,
             retry,
         )
-        self._drop(delivery)
+        self._forget(delivery.entry_id)
         self._inbox.finished()
         return Settled(verdict, TaskStatus.parse(status))
 
     def abandon(self, delivery: Delivery) -> None:
         """Stop holding a delivery that cannot be settled now (Redis is away, say): it is
         no longer kept alive, so it is taken over once past the visibility timeout."""
-        if self._drop(delivery):
+        if self._forget(delivery.entry_id):
             logger.warning(
                 "worker %s: task %s abandoned unsettled (entry %s); it will be reclaimed",
                 self.name,
@@ -338,10 +336,11 @@ class TaskConsumer(LineUser):
         refusal then is not this task's fault: its entry must not be dead-lettered for it."""
         return shared_keys_problem(self._client, self.settings, self._retry)
 
-    def _drop(self, delivery: Delivery) -> bool:
+    def _forget(self, entry_id: str) -> bool:
+        """Stop holding the entry; True if it was held."""
         with self._lock:
-            self._started.discard(delivery.entry_id)
-            return self._in_flight.pop(delivery.entry_id, None) is not None
+            self._started.discard(entry_id)
+            return self._in_flight.pop(entry_id, None) is not None
 
     def started(self, delivery: Delivery) -> bool:
         """True once :meth:`begin` has moved the delivery's task to running (until it is
@@ -381,10 +380,10 @@ class TaskConsumer(LineUser):
             client=client,
         )
         for entry_id in gone_ids:
-            self._drop(held[entry_id])
+            self._forget(entry_id)
         taken = [held[entry_id] for entry_id in taken_ids]
         for delivery in taken:
-            self._drop(delivery)
+            self._forget(delivery.entry_id)
         return taken
 
     def leave(self, *, client: redis.Redis | None = None) -> None:
