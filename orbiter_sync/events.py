@@ -245,6 +245,18 @@ def new_event_id() -> str:
     return f"{_IDS.getrandbits(64):016x}"
 
 
+def for_the_stream(event: StreamEvent) -> StreamEvent | None:
+    """What a run's own event becomes in its task's stream, whatever the executor: None for
+    a type the async library's readers do not know (they abort a whole stream at one);
+    a terminal status as ``running`` naming it, since only settling ends a stream."""
+    if event.type not in EVENT_TYPES:
+        return None
+    if isinstance(event, StatusEvent) and event.is_terminal:
+        said = f"{event.status}: {event.message}" if event.message else event.status
+        return StatusEvent(status="running", message=said, agent_name=event.agent_name)
+    return event
+
+
 def coerce_event(item: Any, agent_name: str = "") -> StreamEvent:
     """Turn what an agent yields into an event: events as they are, str as text, dicts by type."""
     if isinstance(item, StreamEvent):

@@ -18,7 +18,7 @@ from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunControl, RunTracker
 from orbiter_sync.deadlines import Deadlines
 from orbiter_sync.errors import AgentConfigError, RedisUnavailableError
-from orbiter_sync.events import EventPublisher, StreamEvent
+from orbiter_sync.events import EVENT_TYPES, EventPublisher, StreamEvent, for_the_stream
 from orbiter_sync.executors import Executor, RunContext
 from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted, StopReason
 from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, Delivery
@@ -160,8 +160,19 @@ class Slot:
         """Run the agent once; whatever happens becomes the outcome."""
         payload = delivery.payload
 
+        skipped: set[str] = set()
+
         def publish(event: StreamEvent) -> None:
-            self.publisher.publish(payload.task_id, event)
+            sent = for_the_stream(event)
+            if sent is not None:
+                self.publisher.publish(payload.task_id, sent)
+                return
+            kind = str(event.to_dict().get("type"))
+            if kind not in skipped:  # said once a run: an agent may yield thousands
+                skipped.add(kind)
+                logger.warning("worker %s: task %s: a %r event was not published: the async "
+                               "library's readers know only %s", self.worker_id,
+                               payload.task_id, kind, ", ".join(EVENT_TYPES))  # fmt: skip
 
         context = RunContext(
             publish=publish,

@@ -1,13 +1,11 @@
 import json
 import threading
-import time
 
 import pytest
 import redis
-from helpers import ConnectionKiller, stream_entries, wait_for
+from helpers import ConnectionKiller, Spawn, events_of, stream_entries, wait_for
 
-from orbiter_sync.agents import ImportPolicy
-from orbiter_sync.control import RunControl
+from orbiter_sync.client import distributed
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
 from orbiter_sync.events import (
     ErrorEvent,
@@ -24,10 +22,10 @@ from orbiter_sync.events import (
     Usage,
     UsageEvent,
     coerce_event,
+    event_from_dict,
     event_from_json,
+    for_the_stream,
 )
-from orbiter_sync.executors import LocalExecutor, RunContext
-from orbiter_sync.models import TaskPayload
 
 EXAMPLES: list[StreamEvent] = [
     TextEvent(text="hello", agent_name="a"),
@@ -199,23 +197,33 @@ def test_a_tool_result_holds_a_string_as_the_async_library_does() -> None:
 
 
 def test_only_the_async_librarys_event_types_are_published(
-    publisher: EventPublisher, r: redis.Redis
+    redis_url: str, publisher: EventPublisher, r: redis.Redis, spawn_worker: Spawn
 ) -> None:
     with pytest.raises(ValidationError, match="not published"):
         publisher.publish("t1", event_from_json('{"type": "tool_call_delta", "index": 0}'))
     assert r.exists("orbiter:stream:t1") == 0
 
-    published: list[StreamEvent] = []
-    executor = LocalExecutor(ImportPolicy(("sample_agents",)))
-    context = RunContext(published.append, RunControl("t2"), time.monotonic() + 10)
-    with executor.slot():
-        payload = TaskPayload(agent_config={"entrypoint": "sample_agents:legacy_events"})
-        output = executor.execute(payload, context)
+    # a worker runs an agent that yields the old shapes, whatever its executor
+    spawn_worker(redis_url)
+    handle = distributed({"entrypoint": "sample_agents:legacy_events"}, "", redis_url=redis_url)
+    output = handle.result(timeout=20)
+    published = [event_from_dict(e) for e in events_of(r, handle.task_id)]
 
-    assert [e.type for e in published] == ["tool_call", "tool_result", "status", "text"]
-    assert published[1].to_dict()["result"] == "{'found': 2}"
+    assert [e.type for e in published[1:-1]] == ["tool_call", "tool_result", "status", "text"]
+    assert published[2].to_dict()["result"] == "{'found': 2}"
     # an agent's terminal status does not end the stream: only settling does
-    status = published[2]
+    status = published[3]
     assert isinstance(status, StatusEvent) and not status.is_terminal
     assert (status.status, status.message) == ("running", "completed: lookup")
     assert output == {"output": "done"}
+    assert [e.to_dict().get("status") for e in (published[0], published[-1])] == [
+        "running",
+        "completed",
+    ]
+
+
+def test_a_runs_event_becomes_what_the_async_readers_can_read() -> None:
+    assert for_the_stream(TextEvent(text="x")) == TextEvent(text="x")
+    assert for_the_stream(event_from_json('{"type": "mcp_progress", "progress": 1}')) is None
+    ended = for_the_stream(StatusEvent(status="error", agent_name="a"))
+    assert ended == StatusEvent(status="running", message="error", agent_name="a")

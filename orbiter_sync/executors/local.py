@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -21,18 +20,10 @@ from typing import Any
 
 from orbiter_sync.agents import ImportPolicy, resolve_agent
 from orbiter_sync.control import RunControl
-from orbiter_sync.events import (
-    EVENT_TYPES,
-    StatusEvent,
-    TextEvent,
-    UnknownEvent,
-    coerce_event,
-)
+from orbiter_sync.events import TextEvent, coerce_event
 from orbiter_sync.executors.base import Executor, RunContext
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import RunInterrupted
-
-logger = logging.getLogger(__name__)
 
 
 class LocalExecutor(Executor):
@@ -62,20 +53,9 @@ class LocalExecutor(Executor):
     def execute(self, payload: TaskPayload, context: RunContext) -> dict[str, Any]:
         agent = resolve_agent(payload.agent_config, self.policy)
         texts: list[str] = []
-        skipped: set[str] = set()
 
         def emit(item: Any) -> None:
             event = coerce_event(item, agent.name)
-            if isinstance(event, UnknownEvent):  # the async readers would abort the stream
-                kind = str(event.data.get("type"))
-                if kind not in skipped:  # said once a run: an agent may yield thousands
-                    skipped.add(kind)
-                    _not_published(kind, payload.task_id)
-                return
-            if isinstance(event, StatusEvent) and event.is_terminal:
-                # only settling ends a stream: readers stop at the first terminal status
-                said = f"{event.status}: {event.message}" if event.message else event.status
-                event = StatusEvent(status="running", message=said, agent_name=event.agent_name)
             if isinstance(event, TextEvent):
                 texts.append(event.text)
             context.publish(event)
@@ -114,15 +94,6 @@ class LocalExecutor(Executor):
             raise
         finally:
             control.detach()
-
-
-def _not_published(kind: str, task_id: str) -> None:
-    logger.warning(
-        "task %s: a %r event was not published: the async library's readers know only %s",
-        task_id,
-        kind,
-        ", ".join(EVENT_TYPES),
-    )
 
 
 async def _await(awaitable: Any) -> Any:
