@@ -23,17 +23,13 @@ from pathlib import Path
 import redis
 from tabulate import tabulate
 
+from benchmarks.peers.measure import cpu_seconds
 from orbiter_sync import TaskPayload, TaskProducer, keys
 from orbiter_sync.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("orbiter-sync"))
 NOOP = {"entrypoint": "benchmarks.agents:noop"}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drain(processes: int, tasks: int) -> dict[str, float]:
@@ -69,15 +65,15 @@ def drain(processes: int, tasks: int) -> dict[str, float]:
                 if any(w.poll() is not None for w in workers):
                     raise RuntimeError("a worker exited")
                 time.sleep(0.05)
-            worker_before = sum(cpu_seconds(w.pid) for w in workers)
-            redis_before = cpu_seconds(server.process.pid)
+            worker_before = cpu_seconds(w.pid for w in workers)
+            redis_before = cpu_seconds([server.process.pid])
             ids = producer.submit_many(
                 [TaskPayload(agent_config=NOOP, input="x") for _ in range(tasks)]
             )  # far faster than they are run: the queue fills at once
             while client.xlen(keys.DEFAULT_QUEUE) > 0:
                 time.sleep(0.01)
-            worker_cpu = sum(cpu_seconds(w.pid) for w in workers) - worker_before
-            redis_cpu = cpu_seconds(server.process.pid) - redis_before
+            worker_cpu = cpu_seconds(w.pid for w in workers) - worker_before
+            redis_cpu = cpu_seconds([server.process.pid]) - redis_before
             pipe = client.pipeline(transaction=False)
             for task_id in (ids[0], ids[-1]):
                 pipe.hmget(f"orbiter:task:{task_id}", "started_at", "completed_at")

@@ -21,18 +21,12 @@ import redis
 from tabulate import tabulate
 
 from benchmarks.agents import IO_SECONDS
+from benchmarks.peers.measure import peak_rss_mib
 from orbiter_sync import TaskPayload, TaskProducer
 from orbiter_sync.embedded import EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("orbiter-sync"))
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_once(pool: str, concurrency: int, rounds: int) -> dict[str, object]:
@@ -68,7 +62,7 @@ def run_once(pool: str, concurrency: int, rounds: int) -> dict[str, object]:
                     break
                 time.sleep(0.01)
             elapsed = time.perf_counter() - started
-            rss = peak_rss_mib(worker.pid)
+            rss = peak_rss_mib([worker.pid])
         finally:
             worker.terminate()
             worker.wait(timeout=30)
