@@ -2,7 +2,8 @@
 
 The public API, by role:
 
-- client: ``distributed`` and ``TaskHandle`` (client.py); ``TaskPayload``,
+- client: ``distributed`` and ``TaskHandle`` (client.py); ``Agent`` and ``Swarm``
+  (specs.py: LLM agents as data, built without asyncio); ``TaskPayload``,
   ``TaskResult``, ``TaskStatus`` (models.py)
 - worker: ``Worker``, ``WorkerSettings`` (worker.py)
 - health: ``get_worker_fleet_status``, ``WorkerHealthCheck``, ``WorkerHealth`` (health.py)
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from orbiter_sync.producer import TaskProducer
     from orbiter_sync.queue import Delivery, QueueSettings
     from orbiter_sync.settings import WorkerSettings
+    from orbiter_sync.specs import Agent, Swarm
     from orbiter_sync.store import TaskStore
     from orbiter_sync.urls import mask_url, resolve_redis_url
     from orbiter_sync.worker import Worker
@@ -66,6 +68,8 @@ if TYPE_CHECKING:
 __version__ = "0.3.0"
 
 _MODULE_OF = {
+    "Agent": "orbiter_sync.specs",
+    "Swarm": "orbiter_sync.specs",
     "QueueAdmin": "orbiter_sync.admin",
     "QueueStats": "orbiter_sync.admin",
     "TaskHandle": "orbiter_sync.client",
@@ -129,6 +133,8 @@ __all__ = [
     # client
     "distributed",
     "TaskHandle",
+    "Agent",
+    "Swarm",
     "TaskPayload",
     "TaskResult",
     "TaskStatus",
