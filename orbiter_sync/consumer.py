@@ -310,7 +310,7 @@ class TaskConsumer(LineUser):
                 event,
                 agent_name,
                 s.max_retries,
-                json.dumps(s.backoffs()) if op == "retry" else "[]",
+                json.dumps(s.backoffs(outcome.retry_after)) if op == "retry" else "[]",
                 outcome.error_type,
             ],
             client,

@@ -14,6 +14,8 @@ Every error the library raises on purpose derives from :class:`OrbiterError`, so
      |    +-- TaskTimeoutError     a wait for the task (result, stream) ran out of time
      +-- AgentConfigError          an agent_config that can never run (not retried)
      |    +-- ImportNotAllowedError  it names what the import allowlist does not allow
+     |    +-- ModelRefusedError    the model provider refused for good (401/403, unknown model)
+     +-- RetryLaterError           a failed attempt to retry no sooner than ``retry_after`` (429)
      +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
 
 Not errors, and not here: ``RunInterrupted`` (outcome.py, beside ``StopReason``),
@@ -107,3 +109,24 @@ class ImportNotAllowedError(AgentConfigError):
     """A payload named something the import allowlist does not let it reach: a module
     outside it, or in an allowed module anything but a function, class or tool defined
     there (a module, a re-export, a builtin, a bound method, a private or dunder name)."""
+
+
+class ModelRefusedError(AgentConfigError):
+    """A model provider refused a request for good (bad credentials, unknown model, a
+    request it will never accept): retrying would be refused the same way."""
+
+
+class RetryLaterError(OrbiterError):
+    """A failed attempt that says when to try again: a provider's 429 ``Retry-After``.
+
+    The task's retries apply as for any failed attempt; the wait before the next one is
+    at least ``retry_after`` seconds.
+    """
+
+    MOST = 3600.0  # a provider asking for more is not waited on longer than an hour
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = (
+            min(max(retry_after, 0.0), self.MOST) if retry_after == retry_after else 0.0
+        )
+        super().__init__(message)

@@ -61,6 +61,8 @@ class Outcome:
     error_type: str = ""
     reason: str = ""
     """Why a run was released (shown in the recoverable event readers get)."""
+    retry_after: float = 0.0
+    """Seconds the next attempt waits at least (a provider's Retry-After), if retried."""
 
     @classmethod
     def completed(cls, result: dict[str, Any]) -> Outcome:
@@ -68,12 +70,15 @@ class Outcome:
         return cls(OutcomeKind.COMPLETED, result=result, result_json=encode_result(result))
 
     @classmethod
-    def failed(cls, exc: BaseException, *, retryable: bool = True) -> Outcome:
+    def failed(
+        cls, exc: BaseException, *, retryable: bool = True, retry_after: float = 0.0
+    ) -> Outcome:
         kind = OutcomeKind.FAILED if retryable else OutcomeKind.FAILED_FOR_GOOD
         # the error is str(exc), as the async worker writes it (the class name when that
         # is empty); the class is kept beside it
         name = type(exc).__name__
-        return cls(kind, error=readable(describe(exc) or name), error_type=name)
+        error = readable(describe(exc) or name)
+        return cls(kind, error=error, error_type=name, retry_after=retry_after)
 
     @classmethod
     def timed_out(cls, seconds: float) -> Outcome:

@@ -87,16 +87,17 @@ class QueueSettings:
     def task_key(self, task_id: str) -> str:
         return keys.task_hash(task_id, self.task_prefix)
 
-    def backoffs(self) -> list[float]:
-        """Seconds to wait before retry 1, 2, ... ``max_retries``."""
+    def backoffs(self, at_least: float = 0.0) -> list[float]:
+        """Seconds to wait before retry 1, 2, ... ``max_retries``; each at least ``at_least``
+        (what a provider's Retry-After asked for)."""
         delays = []
         for attempt in range(1, self.max_retries + 1):
             state = tenacity.RetryCallState(
                 retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={}
             )
             state.attempt_number = attempt
-            delays.append(float(self.retry_backoff(state)))
-        return delays or [0.0]
+            delays.append(max(float(self.retry_backoff(state)), at_least))
+        return delays or [at_least]
 
 
 class QueueUser(RedisUser):

@@ -17,7 +17,7 @@ import redis
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunControl, RunTracker
 from orbiter_sync.deadlines import Deadlines
-from orbiter_sync.errors import AgentConfigError, RedisUnavailableError
+from orbiter_sync.errors import AgentConfigError, RedisUnavailableError, RetryLaterError
 from orbiter_sync.events import EVENT_TYPES, EventPublisher, StreamEvent, for_the_stream
 from orbiter_sync.executors import Executor, RunContext
 from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted, StopReason
@@ -189,6 +189,8 @@ class Slot:
             return Outcome.stopped(stop.reason, payload.timeout_seconds)
         except AgentConfigError as exc:
             return Outcome.failed(exc, retryable=False)
+        except RetryLaterError as exc:
+            return Outcome.failed(exc, retry_after=exc.retry_after)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any agent error is a failed attempt
             return Outcome.failed(exc, retryable=True)
         finally:

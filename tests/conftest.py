@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -22,6 +23,7 @@ from orbiter_sync.embedded import INSTALL_HINT, EmbeddedRedis
 from orbiter_sync.events import EventPublisher, EventSubscriber
 from orbiter_sync.producer import TaskProducer
 from orbiter_sync.store import TaskStore
+from orbiter_sync.testing.fake_openai import FakeOpenAI
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -165,3 +167,21 @@ def spawn_worker(tmp_path: Path) -> Iterator[Spawn]:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def llm_worker(spawn_worker: Spawn, redis_url: str, llm: FakeOpenAI) -> Spawn:
+    """``start(*args)`` starts a worker that reaches the fake model and allows llm_tools."""
+
+    def start(*args: str, **options: Any) -> Any:
+        env = {"OPENAI_BASE_URL": llm.url, "OPENAI_API_KEY": "test-key-123456"}
+        env.update(options.pop("env", {}))
+        return spawn_worker(redis_url, "--allow-import", "llm_tools", *args, env=env, **options)
+
+    return start

@@ -81,9 +81,11 @@ def test_resolve_agent_names_its_kind_and_agent() -> None:
     assert (plain.kind, plain.name) == ("entrypoint", "sample_agents:echo")
     assert (named.kind, named.name) == ("entrypoint", "echoer")
     assert plain.runnable("hi") == "echo: hi"
-    with pytest.raises(AgentConfigError, match="swarm agent_configs are not supported"):
+    llm = resolve_agent({"name": "bot", "model": "test"}, policy)
+    swarm = resolve_agent({"agents": [{"name": "a"}, {"name": "b"}], "flow": "b >> a"}, policy)
+    assert (llm.kind, llm.name) == ("llm", "bot")
+    assert (swarm.kind, swarm.name) == ("swarm", "swarm(b...)")
+    with pytest.raises(AgentConfigError, match="agents must be a non-empty list"):
         resolve_agent({"agents": [], "flow": "a >> b"}, policy)
-    with pytest.raises(AgentConfigError, match="LLM agent_configs are not supported"):
-        resolve_agent({"name": "bot", "model": "openai:gpt-4o"}, policy)
     with pytest.raises(AgentConfigError, match="has no 'entrypoint'"):
         resolve_agent({"what": "ever"}, policy)

@@ -7,14 +7,16 @@ and one entry in :data:`AGENT_KINDS`, tried in order:
 - ``swarm``: an orbiter Swarm dict (``agents``, ``flow``, ``mode``);
 - ``llm``: an orbiter Agent dict (``model``, ``instructions``, ``tools`` ...).
 
-The swarm and LLM kinds are not built yet: they fail with a clear, permanent
-error. Every dotted path a payload names goes through the import allowlist
-(imports.py).
+The swarm and LLM kinds live in :mod:`orbiter_sync.llm` and run on pydantic-ai
+(the ``agents`` extra); they are imported only when such a config arrives, so a
+worker that runs entrypoints never loads them, and a worker without the extra
+fails those tasks for good with an error that says what to install. Every dotted
+path a payload names goes through the import allowlist (imports.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import Any
 
 from orbiter_sync.agents import entrypoint
@@ -31,19 +33,30 @@ __all__ = [
 ]
 
 
-def _not_built(label: str) -> Callable[[dict[str, Any], ImportPolicy], ResolvedAgent]:
-    def resolve(_config: dict[str, Any], _policy: ImportPolicy) -> ResolvedAgent:
-        raise AgentConfigError(f"{label} agent_configs are not supported by this worker yet")
+EXTRA_HINT = "install the agents extra: pip install 'orbiter-sync[agents]'"
 
-    return resolve
+
+def _kinds_module() -> Any:
+    try:
+        return importlib.import_module("orbiter_sync.llm.kinds")
+    except ImportError as exc:
+        raise AgentConfigError(f"LLM agents need pydantic-ai ({exc}): {EXTRA_HINT}") from None
+
+
+def _llm(config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent:
+    resolved: ResolvedAgent = _kinds_module().resolve_llm(config, policy)
+    return resolved
+
+
+def _swarm(config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent:
+    resolved: ResolvedAgent = _kinds_module().resolve_swarm(config, policy)
+    return resolved
 
 
 AGENT_KINDS: tuple[AgentKind, ...] = (
     AgentKind(entrypoint.KIND, entrypoint.claims, entrypoint.resolve),
-    AgentKind("swarm", lambda config: "agents" in config, _not_built("swarm")),
-    AgentKind(
-        "llm", lambda config: "model" in config or "instructions" in config, _not_built("LLM")
-    ),
+    AgentKind("swarm", lambda config: "agents" in config, _swarm),
+    AgentKind("llm", lambda config: "model" in config or "instructions" in config, _llm),
 )
 
 

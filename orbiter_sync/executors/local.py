@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from orbiter_sync.agents import ImportPolicy, resolve_agent
+from orbiter_sync.agents import ImportPolicy, resolve_agent, resources
 from orbiter_sync.control import RunControl
 from orbiter_sync.events import TextEvent, coerce_event
 from orbiter_sync.executors.base import Executor, RunContext
@@ -46,6 +46,7 @@ class LocalExecutor(Executor):
             yield
         finally:
             self._slot_state.loop = None
+            loop.run_until_complete(resources.close_loop(loop))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
@@ -70,7 +71,7 @@ class LocalExecutor(Executor):
         context: RunContext,
         emit: Callable[[Any], None],
     ) -> Any:
-        outcome = func(payload.input, **_context_kwargs(func, payload, context.control))
+        outcome = func(payload.input, **_context_kwargs(func, payload, context.control, emit))
         if inspect.isasyncgen(outcome):
             return self._run_async(_drain_async(outcome, emit), context.control)
         if inspect.isawaitable(outcome):
@@ -117,9 +118,15 @@ def _drain_sync(gen: Iterator[Any], emit: Callable[[Any], None], control: RunCon
 
 
 def _context_kwargs(
-    func: Callable[..., Any], payload: TaskPayload, control: RunControl
+    func: Callable[..., Any],
+    payload: TaskPayload,
+    control: RunControl,
+    emit: Callable[[Any], None],
 ) -> dict[str, Any]:
-    """The context keywords ``func`` accepts: all of them with ``**kwargs``, else those it names."""
+    """The context keywords ``func`` accepts: all of them with ``**kwargs``, else those it names.
+
+    ``emit(item)`` publishes an event (what a generator would yield) from an agent that
+    returns its output, such as a coroutine."""
     context = {
         "task_id": payload.task_id,
         "messages": payload.messages,
@@ -128,6 +135,7 @@ def _context_kwargs(
         "model": payload.model,
         "agent_config": payload.agent_config,
         "cancel_event": control.event,
+        "emit": emit,
     }
     try:
         names = _accepted_names(func)

@@ -1,0 +1,52 @@
+"""Tools and an output type that the LLM tests' agents name by dotted path.
+
+Workers in the tests allow this module (``--allow-import llm_tools``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: the first number
+        b: the second number
+    """
+    return a + b
+
+
+async def shout(text: str) -> str:
+    """Say ``text`` loudly."""
+    return text.upper()
+
+
+def explode(reason: str) -> str:
+    """A tool that always fails."""
+    raise RuntimeError(f"tool exploded: {reason}")
+
+
+class Lookup:
+    """A tool object, as the original's Tool subclasses are: made with no arguments."""
+
+    name = "lookup"
+    description = "Look a word up."
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "properties": {"word": {"type": "string"}},
+        "required": ["word"],
+    }
+
+    def execute(self, **kwargs: Any) -> dict[str, Any]:
+        return {"word": kwargs["word"], "found": True}
+
+
+class Verdict(BaseModel):
+    """A structured output."""
+
+    label: str
+    score: float
