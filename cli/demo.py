@@ -1,11 +1,12 @@
 """``orbiter-sync demo``: a small fleet on a private Redis, with agent runs streaming through it.
 
-Everything it starts (one redis-server, the worker processes) is stopped again
-on the way out, also on Ctrl+C, SIGTERM or an error.
+Everything it starts (one redis-server, the worker processes, the offline model
+server) is stopped again on the way out, also on Ctrl+C, SIGTERM or an error.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -16,28 +17,34 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 import redis
 
 from orbiter_sync import TaskHandle, distributed, keys
 from orbiter_sync.embedded import EmbeddedRedis
-from orbiter_sync.events import TextEvent
+from orbiter_sync.events import StepEvent, TextEvent
 from orbiter_sync.health import get_worker_fleet_status
 from orbiter_sync.store import TaskStore
+from orbiter_sync.testing.fake_openai import FakeOpenAI
 
+from . import demo_model
 from .common import echo_table
 from .fleet import WORKER_COLUMNS, worker_row
 from .task import TASK_COLUMNS, describe, task_row
 
 AGENTS_MODULE = "examples.agents"
+# (agent: an entrypoint's name or an LLM agent's in examples/agents.py, input)
 DEMO_TASKS = (
     ("summarize", "Redis Streams carry agent runs to a fleet of sync workers"),
-    ("calculator", "12 30 7.5"),
+    ("analyst", "Add 12, 30 and 7.5 for me"),
     ("haiku", "a task"),
-    ("summarize", "Django and Flask apps submit runs without asyncio"),
-    ("calculator", "1 2 3 4 5"),
+    ("analyst", "How long is this: Django and Flask apps submit runs without asyncio"),
+    ("brief", "sync workers for agent runs"),
 )
+LLM_AGENTS = ("analyst", "brief")
+OFFLINE_KEY = "offline-demo"  # the local model server takes any key
 STARTUP_TIMEOUT = 30.0
 RUN_TIMEOUT = 120.0
 
@@ -57,30 +64,49 @@ def find_examples_root() -> Path:
 @click.command("demo")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 8))
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1, 16))
-def demo(workers: int, concurrency: int) -> None:
+@click.option(
+    "--model",
+    default=None,
+    metavar="PROVIDER:MODEL",
+    help="Run the LLM agents on this model, e.g. openai:gpt-4o-mini (the workers need "
+    "OPENAI_API_KEY). Default: an offline local model server.",
+)
+def demo(workers: int, concurrency: int, model: str | None) -> None:
     """Run a fleet on a private redis-server and watch agent runs stream through it.
 
     Starts redis-server (from PATH) on a free port, WORKERS worker processes with
-    CONCURRENCY slots each, submits tasks from examples/agents.py, prints their
-    events as they arrive, then the worker and task tables, and stops every
-    process it started.
+    CONCURRENCY slots each, submits tasks from examples/agents.py (entrypoints, an
+    LLM agent with two tools and a two-agent workflow swarm), prints their events
+    as they arrive, then the worker and task tables, and stops every process it
+    started. Without --model the LLM agents talk to a local stand-in model, so the
+    demo runs offline.
     """
     root = find_examples_root()
+    if model is not None and model.startswith("openai:") and not os.environ.get("OPENAI_API_KEY"):
+        raise click.UsageError("--model openai:... needs OPENAI_API_KEY set")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with ExitStack() as cleanup, tempfile.TemporaryDirectory(prefix="orbiter-demo-") as logs:
+            model_env: dict[str, str] = {}
+            if model is None:
+                offline = cleanup.enter_context(FakeOpenAI())
+                offline.respond_with(demo_model.answer)
+                model_env = {"OPENAI_BASE_URL": offline.url, "OPENAI_API_KEY": OFFLINE_KEY}
+                click.echo(f"offline model server on {offline.url}")
             server = EmbeddedRedis()
             cleanup.callback(_stop_redis, server)
             server.start()
             assert server.process is not None
             click.echo(f"redis-server pid {server.process.pid} on {server.url}")
             fleet = [
-                _spawn_worker(server.url, f"demo-worker-{n}", concurrency, root, Path(logs))
+                _spawn_worker(
+                    server.url, f"demo-worker-{n}", concurrency, root, Path(logs), model_env
+                )
                 for n in range(1, workers + 1)
             ]
             cleanup.callback(_stop_workers, fleet)
             _wait_for_heartbeats(server.url, fleet)
-            _run_tasks(server.url)
+            _run_tasks(server.url, root, model)
             _wait_for_counts(server.url, len(DEMO_TASKS))
             _print_tables(server.url)
     except KeyboardInterrupt:
@@ -107,8 +133,10 @@ class _Worker:
             return ""
 
 
-def _spawn_worker(url: str, worker_id: str, concurrency: int, root: Path, logs: Path) -> _Worker:
-    env = dict(os.environ)
+def _spawn_worker(
+    url: str, worker_id: str, concurrency: int, root: Path, logs: Path, extra: dict[str, str]
+) -> _Worker:
+    env = {**os.environ, **extra}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     for name in ("ORBITER_REDIS_URL", "TEMPORAL_HOST", "ORBITER_POOL"):
         env.pop(name, None)  # the demo's own fleet: local executor, thread pool
@@ -153,11 +181,10 @@ def _wait_for_counts(url: str, expected: int, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def _run_tasks(url: str) -> None:
-    handles = [
-        (name, distributed({"entrypoint": f"{AGENTS_MODULE}:{name}"}, text, redis_url=url))
-        for name, text in DEMO_TASKS
-    ]
+def _run_tasks(url: str, root: Path, model: str | None) -> None:
+    sys.path.insert(0, str(root))  # the LLM agents are objects in examples/agents.py
+    examples = importlib.import_module(AGENTS_MODULE)
+    handles = [(name, _submit(url, examples, name, text, model)) for name, text in DEMO_TASKS]
     click.echo(f"\nsubmitted {len(handles)} tasks; their events as they arrive:\n")
     printer = _EventPrinter()
     threads = [
@@ -171,6 +198,13 @@ def _run_tasks(url: str) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
     if any(thread.is_alive() for thread in threads):
         raise click.ClickException(f"tasks did not finish within {RUN_TIMEOUT:g}s")
+
+
+def _submit(url: str, examples: Any, name: str, text: str, model: str | None) -> TaskHandle:
+    if name in LLM_AGENTS:  # detailed: the tool results and token usage are shown too
+        agent = getattr(examples, name)
+        return distributed(agent, text, redis_url=url, detailed=True, model=model)
+    return distributed({"entrypoint": f"{AGENTS_MODULE}:{name}"}, text, redis_url=url)
 
 
 class _EventPrinter:
@@ -193,7 +227,7 @@ class _EventPrinter:
             if text.strip():
                 self._line(label, "text", " ".join(text.split()))
             text = ""
-            if not isinstance(event, TextEvent):
+            if not isinstance(event, TextEvent | StepEvent):  # steps would crowd the screen
                 self._line(label, event.type, describe(event))
             if event.is_terminal:
                 return

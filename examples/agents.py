@@ -9,8 +9,13 @@ Workers only import entrypoints from modules their operator allowed::
 
     orbiter-sync start worker --allow-import examples.agents
 
-These agents call no model, so the demo runs offline: they stream their words
-with small pauses, the way an LLM streams tokens, and call small local tools.
+The entrypoints call no model: they stream their words with small pauses, the
+way an LLM streams tokens, and call small local tools. ``analyst`` and ``brief``
+are LLM agents (the ``agents`` extra, pydantic-ai): an ``Agent`` with the two
+tools below, and a two-agent workflow ``Swarm``. They are plain data, built
+without asyncio; the worker runs them. The demo points them at a local model
+server, so they too run offline (``orbiter-sync demo --model openai:gpt-4o-mini``
+runs them on OpenAI with the worker's ``OPENAI_API_KEY``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
+from orbiter_sync import Agent, Swarm
+
 PACE = 0.08  # seconds between streamed words
+MODEL = "openai:gpt-4o-mini"
 
 
 def word_count(text: str) -> dict[str, int]:
@@ -33,6 +41,23 @@ def word_count(text: str) -> dict[str, int]:
 def add(numbers: list[float]) -> float:
     """A tool: add numbers."""
     return sum(numbers)
+
+
+analyst = Agent(
+    name="analyst",
+    model=MODEL,
+    instructions="You answer questions about a text. Use your tools to count and add.",
+    tools=[word_count, add],
+    max_steps=4,
+)
+
+brief = Swarm(
+    agents=[
+        Agent(name="writer", model=MODEL, instructions="You write a two-line brief from notes."),
+        Agent(name="researcher", model=MODEL, instructions="You research the topic: short notes."),
+    ],
+    flow="researcher >> writer",
+)
 
 
 def call_tool(name: str, tool: Callable[..., Any], **arguments: Any) -> Iterator[dict[str, Any]]:

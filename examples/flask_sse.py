@@ -6,7 +6,11 @@
     flask --app examples.flask_sse run
 
 Open http://127.0.0.1:5000/ and submit some text. ``POST /runs`` queues a run;
-``GET /runs/<id>/events`` streams its events as Server-Sent Events. Each message
+``POST /ask`` queues a question for ``ANALYST``, an LLM agent built right here
+with ``orbiter_sync.Agent`` (plain data: no asyncio in the view; the worker runs
+it on pydantic-ai and needs ``OPENAI_API_KEY``, or ``OPENAI_BASE_URL`` for an
+OpenAI-compatible server). ``GET /runs/<id>/events`` streams either run's events
+as Server-Sent Events. Each message
 carries an ``id:`` line, so when the connection drops the browser's EventSource
 reconnects with ``Last-Event-ID`` and the stream resumes right after that event.
 Use a threaded or gevent server in production: each open stream holds a worker
@@ -15,14 +19,25 @@ thread (``gunicorn -k gevent``, or ``--threads``).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request
 
-from orbiter_sync import TaskHandle, distributed
+from examples.agents import add, word_count
+from orbiter_sync import Agent, TaskHandle, distributed
 from orbiter_sync.sse import CONTENT_TYPE, HEADERS, sse_stream
 
 AGENT = {"entrypoint": "examples.agents:summarize"}
+# The worker imports the tools by their paths (examples.agents.word_count ...), so
+# it must allow that module: --allow-import examples.agents
+ANALYST = Agent(
+    name="analyst",
+    model=os.environ.get("ORBITER_EXAMPLE_MODEL", "openai:gpt-4o-mini"),
+    instructions="You answer questions about a text. Use your tools to count and add.",
+    tools=[word_count, add],
+    max_steps=4,
+)
 
 PAGE = """<!doctype html>
 <title>orbiter-sync</title>
@@ -66,6 +81,16 @@ def create_app(redis_url: str | None = None, keepalive: float = 15.0) -> Flask:
         if not isinstance(text, str) or not text.strip():
             return jsonify(error="'input' must be a non-empty string"), 400
         handle = distributed(AGENT, text, redis_url=redis_url, timeout=120)
+        return jsonify(task_id=handle.task_id, events_url=f"/runs/{handle.task_id}/events"), 202
+
+    @app.post("/ask")
+    def ask() -> Any:
+        data = request.get_json(silent=True) or {}
+        question = data.get("question")
+        if not isinstance(question, str) or not question.strip():
+            return jsonify(error="'question' must be a non-empty string"), 400
+        # detailed: the browser also sees the tool results, steps and token usage
+        handle = distributed(ANALYST, question, redis_url=redis_url, timeout=120, detailed=True)
         return jsonify(task_id=handle.task_id, events_url=f"/runs/{handle.task_id}/events"), 202
 
     @app.get("/runs/<task_id>/events")

@@ -41,7 +41,12 @@ def test_demo_streams_runs_through_two_workers_and_cleans_up() -> None:
         assert kinds[-1] == "status" and kinds[0] == "status"
         assert "text" in kinds
     assert sum("tool_call" in line for line in task_lines) == 4
-    assert "calculator" in out and "add -> 49.5" in out
+    # the LLM agents ran on pydantic-ai against the offline model server: the tools the
+    # model called, and the two-agent workflow swarm
+    assert re.search(r"^offline model server on http://127\.0\.0\.1:\d+/v1$", out, re.M)
+    assert "add -> 49.5" in out and "numbers add up to 49.5" in out
+    assert "Workflow executing agent 'researcher'" in out
+    assert "Workflow executing agent 'writer'" in out
     assert out.count(" status      completed") == len(DEMO_TASKS)
     # then both tables
     assert "│ Worker ID" in out and "│ Task ID" in out
@@ -51,6 +56,16 @@ def test_demo_streams_runs_through_two_workers_and_cleans_up() -> None:
     assert "stopped 2 workers" in done.stderr and "stopped redis-server" in done.stderr
     for pid in [redis_pid, *(int(p) for _, p in workers)]:
         assert not pid_alive(pid), pid
+
+
+def test_demo_on_a_real_model_needs_its_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    done = subprocess.run(
+        [CLI, "demo", "--model", "openai:gpt-4o-mini"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--model openai:... needs OPENAI_API_KEY set" in done.stderr
 
 
 def test_demo_without_redis_server_says_how_to_install_it(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from helpers import ROOT, TESTS, Spawn
 
 from orbiter_sync import TaskHandle, distributed
 from orbiter_sync.sse import KEEPALIVE, sse_stream
+from orbiter_sync.testing.fake_openai import FakeOpenAI, Reply
 
 
 @pytest.fixture
@@ -67,6 +68,32 @@ def test_flask_streams_a_run_and_resumes_from_last_event_id(example_worker: str)
         .result(timeout=5)["output"]
         .startswith("4 words")
     )
+
+
+def test_flask_submits_an_llm_agent_built_in_the_view(
+    redis_url: str, spawn_worker: Spawn, llm: FakeOpenAI
+) -> None:
+    from examples.flask_sse import create_app
+
+    # Given a worker whose model is a local OpenAI-compatible server
+    spawn_worker(redis_url, "--allow-import", "examples.agents",
+                 env={"PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)]),
+                      "OPENAI_BASE_URL": llm.url, "OPENAI_API_KEY": "k"})  # fmt: skip
+    llm.script(Reply.tool_calls(("add", {"numbers": [2, 3]})), Reply.text("It is 5.", chunks=2))
+    client = create_app(redis_url).test_client()
+    # When a question goes to the Agent(...) of the view
+    asked = client.post("/ask", json={"question": "What is 2 + 3?"})
+    assert asked.status_code == 202
+    messages = parse_sse(client.get(asked.json["events_url"]).get_data(as_text=True))  # type: ignore[index]
+    # Then its events stream to the browser as they came from the model
+    events = [json.loads(m["data"]) for m in messages]
+    assert [e["type"] for e in events if e["type"] in ("tool_call", "tool_result", "text")] == [
+        "tool_call", "tool_result", "text", "text",
+    ]  # fmt: skip
+    assert {e["agent_name"] for e in events if e["type"] == "text"} == {"analyst"}
+    assert events[-1]["status"] == "completed"
+    assert llm.requests[0]["tools"][0]["function"]["name"] in ("word_count", "add")
+    assert client.post("/ask", json={"question": " "}).status_code == 400
 
 
 def test_flask_rejects_bad_requests(redis_url: str) -> None:
