@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from tabulate import tabulate
@@ -32,12 +33,19 @@ CLI = str(Path(sys.executable).with_name("orbiter-sync"))
 NOOP = {"entrypoint": "benchmarks.agents:noop"}
 
 
-def drain(processes: int, tasks: int) -> dict[str, float]:
+def drain(
+    processes: int,
+    tasks: int,
+    agent: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """Time ``processes`` workers draining ``tasks`` runs of ``agent`` (default: the no-op
+    entrypoint); ``env`` is added to the workers' environment."""
     with EmbeddedRedis() as server:
         assert server.process is not None
         client = redis.Redis.from_url(server.url, decode_responses=True)
         producer = TaskProducer(server.url)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         workers = [
             subprocess.Popen(
                 [
@@ -68,7 +76,7 @@ def drain(processes: int, tasks: int) -> dict[str, float]:
             worker_before = cpu_seconds(w.pid for w in workers)
             redis_before = cpu_seconds([server.process.pid])
             ids = producer.submit_many(
-                [TaskPayload(agent_config=NOOP, input="x") for _ in range(tasks)]
+                [TaskPayload(agent_config=agent or NOOP, input="x") for _ in range(tasks)]
             )  # far faster than they are run: the queue fills at once
             while client.xlen(keys.DEFAULT_QUEUE) > 0:
                 time.sleep(0.01)
