@@ -147,6 +147,16 @@ def test_a_tool_that_raises_is_a_failed_result_and_the_run_goes_on(
     assert "tool exploded: bad input" in told[0]["content"]
 
 
+def test_a_slot_reuses_one_http_connection_for_its_runs(
+    llm_worker: Spawn, llm: FakeOpenAI, redis_url: str
+) -> None:
+    llm_worker("--concurrency", "1")
+    llm.respond_with(lambda _body: Reply.text("ok"))
+    for n in range(5):
+        assert distributed(agent(), f"run {n}", redis_url=redis_url).result(timeout=20)
+    assert len(llm.requests) == 5 and llm.connections_opened == 1
+
+
 def test_the_payloads_messages_are_the_history(
     llm_worker: Spawn, llm: FakeOpenAI, redis_url: str
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -22,12 +23,15 @@ T = TypeVar("T")
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Any]] = (
     weakref.WeakKeyDictionary()
 )
+_LOCK = threading.Lock()  # slots on other threads add and remove their loops' entries
 
 
 def per_loop(key: Hashable, make: Callable[[], T]) -> T:
     """The resource ``key`` of the running loop, made by ``make()`` the first time."""
-    held = _BY_LOOP.setdefault(asyncio.get_running_loop(), {})
-    if key not in held:
+    loop = asyncio.get_running_loop()
+    with _LOCK:
+        held = _BY_LOOP.setdefault(loop, {})
+    if key not in held:  # only this loop's own slot reads and writes ``held``
         held[key] = make()
     resource: T = held[key]
     return resource
@@ -35,7 +39,9 @@ def per_loop(key: Hashable, make: Callable[[], T]) -> T:
 
 async def close_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Close (``close()`` or ``aclose()``, awaited when async) everything ``loop`` holds."""
-    for resource in _BY_LOOP.pop(loop, {}).values():
+    with _LOCK:
+        held = _BY_LOOP.pop(loop, {})
+    for resource in held.values():
         close = getattr(resource, "close", None) or getattr(resource, "aclose", None)
         if close is None:
             continue

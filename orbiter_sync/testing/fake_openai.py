@@ -97,7 +97,7 @@ class FakeOpenAI:
         self._script: deque[Reply] = deque()
         self._responder: Callable[[Body], Reply] | None = None
         self._requests: list[Body] = []
-        self._disconnects = 0
+        self._disconnects = self.connections_opened = 0  # TCP connections clients opened
         self._calls = 0
         self._connections: set[socket.socket] = set()
         self._stopping = False
@@ -211,6 +211,7 @@ class FakeOpenAI:
                 _shut(connection)
             else:
                 self._connections.add(connection)
+                self.connections_opened += 1
 
 
 def _shut(connection: socket.socket) -> None:
