@@ -27,6 +27,11 @@ turns signals into that call).
 
 from __future__ import annotations
 
+import math
+
+# What an AgentConfigError about a missing pydantic-ai says to do.
+AGENTS_EXTRA_HINT = "install the agents extra: pip install 'orbiter-sync[agents]'"
+
 
 class OrbiterError(Exception):
     """Root of every error raised by orbiter-sync."""
@@ -126,7 +131,5 @@ class RetryLaterError(OrbiterError):
     MOST = 3600.0  # a provider asking for more is not waited on longer than an hour
 
     def __init__(self, message: str, retry_after: float) -> None:
-        self.retry_after = (
-            min(max(retry_after, 0.0), self.MOST) if retry_after == retry_after else 0.0
-        )
+        self.retry_after = 0.0 if math.isnan(retry_after) else min(max(retry_after, 0.0), self.MOST)
         super().__init__(message)

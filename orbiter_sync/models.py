@@ -14,6 +14,7 @@ import datetime
 import decimal
 import json
 import math
+import os
 import re
 import time
 import uuid
@@ -209,6 +210,21 @@ def readable(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+MAX_ERROR = 8192  # characters of an error kept in a task hash or event
+
+
+def redacted(text: str, env: Mapping[str, str] | None = None) -> str:
+    """``text`` without the value of any secret the process holds in its environment
+    (``*_API_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD`` of 8+ characters), and cut to
+    ``MAX_ERROR`` characters: what goes into errors and events that others read."""
+    env = os.environ if env is None else env
+    for name, value in env.items():
+        if len(value) >= 8 and name.upper().endswith(SECRET_SUFFIXES) and value in text:
+            text = text.replace(value, "***")
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
 
 
 def describe(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
-from orbiter_sync.models import TaskStatus, describe, encode_result, readable
+from orbiter_sync.models import TaskStatus, describe, encode_result, readable, redacted
 
 
 class StopReason(StrEnum):
@@ -77,7 +77,7 @@ class Outcome:
         # the error is str(exc), as the async worker writes it (the class name when that
         # is empty); the class is kept beside it
         name = type(exc).__name__
-        error = readable(describe(exc) or name)
+        error = readable(redacted(describe(exc) or name))
         return cls(kind, error=error, error_type=name, retry_after=retry_after)
 
     @classmethod

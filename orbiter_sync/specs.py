@@ -24,6 +24,7 @@ from typing import Any
 
 from orbiter_sync.errors import AgentConfigError
 from orbiter_sync.flow import SWARM_MODES, flow_order
+from orbiter_sync.llm.spec import MAX_HANDOFFS, MAX_NAME, MAX_STEPS_LIMIT, MAX_TOKENS
 
 __all__ = ["DEFAULT_MODEL", "Agent", "Swarm"]
 
@@ -173,9 +174,9 @@ def _output_type_path(value: Any, owner: str) -> str | None:
     )
 
 
-def _positive_int(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}"[:200])
+def _positive_int(value: Any, what: str, most: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ValueError(f"{what} must be an integer from 1 to {most}, got {value!r}"[:200])
 
 
 def _items(value: Any, what: str) -> tuple[Any, ...]:
@@ -214,8 +215,11 @@ class Agent:
     _output_path: str | None = field(init=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"Agent name must be a non-empty string, got {self.name!r}"[:200])
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > MAX_NAME:
+            raise ValueError(
+                f"Agent name must be a non-empty string of at most {MAX_NAME} characters, "
+                f"got {self.name!r}"[:200]
+            )
         owner = self.name
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(
@@ -232,18 +236,21 @@ class Agent:
                 f"agent {owner!r}: instructions must be a string, "
                 f"got {type(self.instructions).__name__}"
             )
-        _positive_int(self.max_steps, f"agent {owner!r}: max_steps")
+        _positive_int(self.max_steps, f"agent {owner!r}: max_steps", MAX_STEPS_LIMIT)
         temperature = self.temperature
         if (
             isinstance(temperature, bool)
             or not isinstance(temperature, int | float)
             or (isinstance(temperature, float) and not math.isfinite(temperature))
+            or not 0 <= temperature <= 2
         ):
             raise ValueError(
-                f"agent {owner!r}: temperature must be a finite number, got {temperature!r}"[:200]
+                f"agent {owner!r}: temperature must be a number from 0 to 2, got {temperature!r}"[
+                    :200
+                ]
             )
         if self.max_tokens is not None:
-            _positive_int(self.max_tokens, f"agent {owner!r}: max_tokens (or None)")
+            _positive_int(self.max_tokens, f"agent {owner!r}: max_tokens (or None)", MAX_TOKENS)
 
         tools = _items(self.tools, f"agent {owner!r}: tools")
         paths: list[str] = []
@@ -348,9 +355,14 @@ class Swarm:
         if self.mode == "team" and len(agents) < 2:
             raise ValueError("Swarm mode 'team' needs at least two agents (a lead and workers)")
         max_handoffs = self.max_handoffs
-        if isinstance(max_handoffs, bool) or not isinstance(max_handoffs, int) or max_handoffs < 0:
+        if (
+            isinstance(max_handoffs, bool)
+            or not isinstance(max_handoffs, int)
+            or not 0 <= max_handoffs <= MAX_HANDOFFS
+        ):
             raise ValueError(
-                f"Swarm max_handoffs must be a non-negative integer, got {max_handoffs!r}"[:200]
+                f"Swarm max_handoffs must be an integer from 0 to {MAX_HANDOFFS}, "
+                f"got {max_handoffs!r}"[:200]
             )
         object.__setattr__(self, "agents", agents)
         object.__setattr__(self, "_order", tuple(order))

@@ -5,6 +5,7 @@ Workers in the tests allow this module (``--allow-import llm_tools``).
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from pydantic import BaseModel
@@ -43,6 +44,18 @@ class Lookup:
 
     def execute(self, **kwargs: Any) -> dict[str, Any]:
         return {"word": kwargs["word"], "found": True}
+
+
+class NotATool:
+    """A class in an allowed module that is no tool: never made by a worker."""
+
+    def __init__(self) -> None:
+        raise AssertionError("a worker made an object that is not a tool")
+
+
+def opaque(handle: socket.socket) -> str:
+    """A function whose parameter no JSON schema can describe."""
+    return str(handle)
 
 
 class Verdict(BaseModel):

@@ -69,6 +69,18 @@ def test_a_bad_agent_dict_is_refused_with_what_is_wrong(
         agent_spec(config)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"temperature": 2.5}, {"max_steps": 5000}, {"max_tokens": 10**9}, {"name": "n" * 201}],
+)
+def test_the_client_refuses_what_the_worker_would(fields: dict[str, Any]) -> None:
+    # a config the worker fails for good is a ValueError in the view already
+    with pytest.raises(AgentConfigError):
+        agent_spec({"name": "a", **fields})
+    with pytest.raises(ValueError):
+        Agent(**{"name": "a", **fields})
+
+
 def test_handoffs_cannot_nest_without_end() -> None:
     config: dict[str, Any] = {"name": "leaf"}
     for depth in range(20):
@@ -109,6 +121,27 @@ def test_random_bytes_as_a_config_never_reach_past_the_gate(raw: bytes) -> None:
         resolve_agent(config, ImportPolicy(()))
     except AgentConfigError:
         pass
+
+
+def test_provider_errors_are_sorted_into_how_the_attempt_ends() -> None:
+    from pydantic_ai import exceptions as x
+
+    from orbiter_sync.errors import ModelRefusedError, RetryLaterError
+    from orbiter_sync.llm.errors import sorted_out
+
+    def http(category: type, status: int) -> Exception:
+        return x.ModelHTTPError.for_category(category, status_code=status, model_name="m")
+
+    quota = sorted_out(http(x.ModelQuotaExceededError, 429))
+    assert isinstance(quota, ModelRefusedError)  # waiting will not refill a quota
+    limited = sorted_out(x.ModelHTTPError(429, "m", headers={"retry-after": "7"}))
+    assert isinstance(limited, RetryLaterError) and limited.retry_after == 7
+    assert isinstance(sorted_out(x.ModelHTTPError(403, "m")), ModelRefusedError)
+    timeout = x.ModelHTTPError(408, "m")
+    assert sorted_out(timeout) is timeout  # a failed attempt: retried
+    server = x.ModelHTTPError(502, "m")
+    assert sorted_out(server) is server
+    assert isinstance(sorted_out(x.UserError("two tools named final_result")), AgentConfigError)
 
 
 def test_history_in_both_shapes_becomes_requests_and_responses() -> None:

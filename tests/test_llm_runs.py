@@ -3,8 +3,10 @@ and the three swarm modes, on real worker subprocesses against a real HTTP model
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,15 +89,19 @@ def test_a_rate_limit_waits_for_retry_after(
     assert handle.result(timeout=20) == {"output": "ok"}
 
 
-def test_bad_credentials_fail_for_good(llm_worker: Spawn, llm: FakeOpenAI, redis_url: str) -> None:
+def test_bad_credentials_fail_for_good(
+    llm_worker: Spawn, llm: FakeOpenAI, redis_url: str, r: redis.Redis
+) -> None:
     llm_worker()
     llm.script(Reply.error(401, "Incorrect API key provided: test-key-123456"))
     handle = distributed(agent(), "hi", redis_url=redis_url)
     error_type, error, retries = failure(handle)
     assert error_type == "ModelRefusedError" and retries == 0
     assert "401" in error and "check the worker's API key" in error
-    assert "test-key-123456" not in error  # the key is never written to Redis
     assert len(llm.requests) == 1
+    # the key the provider quoted is written nowhere: not the hash, not an event
+    assert "test-key-123456" not in error and "***" in error
+    assert "test-key-123456" not in json.dumps(events_of(r, handle.task_id))
 
 
 def test_an_unknown_model_fails_for_good(
@@ -117,6 +123,8 @@ def test_an_unknown_model_fails_for_good(
         (agent(tools=["llm_tools.missing"]), "'llm_tools' has no 'missing'"),
         (agent(output_type="llm_tools.add"), "output_type 'llm_tools.add' is not a pydantic model"),
         (agent(model="mystery:m1"), "unknown model provider 'mystery'"),
+        (agent(tools=["llm_tools.NotATool"]), "is a class without name, parameters, execute"),
+        (agent(tools=["llm_tools.opaque"]), "tool 'llm_tools.opaque': no schema can be made"),
         (agent(max_steps=0), "max_steps must be an integer from 1"),
         ({"agents": [agent("a")], "mode": "party"}, "unsupported swarm mode 'party'"),
         ({"agents": [agent("a")], "flow": "a >> b"}, "unknown agent 'b'"),
@@ -139,10 +147,12 @@ def test_a_missing_api_key_says_what_to_set(spawn_worker: Spawn, redis_url: str)
 
 
 def test_a_worker_without_the_agents_extra_says_what_to_install(
-    spawn_worker: Spawn, redis_url: str
+    spawn_worker: Spawn, redis_url: str, tmp_path: Path
 ) -> None:
-    hidden = str(TESTS / "without_agents_extra")  # its pydantic_ai cannot be imported
-    spawn_worker(redis_url, env={"PYTHONPATH": os.pathsep.join([hidden, str(TESTS)])})
+    # a pydantic_ai first on the path that cannot be imported: as if the extra were missing
+    (tmp_path / "pydantic_ai").mkdir()
+    (tmp_path / "pydantic_ai" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    spawn_worker(redis_url, env={"PYTHONPATH": os.pathsep.join([str(tmp_path), str(TESTS)])})
     error_type, error, retries = failure(distributed(agent(), "hi", redis_url=redis_url))
     assert (error_type, retries) == ("AgentConfigError", 0)
     assert "pip install 'orbiter-sync[agents]'" in error
@@ -158,6 +168,44 @@ def test_an_unreachable_model_server_fails_the_attempt(spawn_worker: Spawn, redi
                  env={"OPENAI_BASE_URL": closed, "OPENAI_API_KEY": "k"})  # fmt: skip
     error_type, error, retries = failure(distributed(agent(), "hi", redis_url=redis_url))
     assert (error_type, retries) == ("ModelConnectionError", 1)  # retried, as 5xx is
+
+
+def test_the_models_mistakes_with_tools_go_back_to_it_and_the_run_goes_on(
+    llm_worker: Spawn, llm: FakeOpenAI, redis_url: str, r: redis.Redis
+) -> None:
+    llm_worker()
+    llm.script(
+        Reply.tool_calls(("search", {"q": "x"})),  # no such tool
+        Reply.tool_calls(("add", {"a": "one", "b": 2})),  # not an integer
+        Reply.tool_calls(("add", {"a": "two", "b": 2})),  # again: still the model's to fix
+        Reply.text("I give up."),
+    )
+    handle = distributed(agent(tools=["llm_tools.add"]), "go", redis_url=redis_url, detailed=True)
+    assert handle.result(timeout=20) == {"output": "I give up."}
+    events = events_of(r, handle.task_id)
+    calls = [e["tool_name"] for e in events if e["type"] == "tool_call"]
+    results = [(e["success"], e["error"]) for e in events if e["type"] == "tool_result"]
+    assert calls == ["search", "add", "add"]
+    assert results[0] == (False, "Unknown tool 'search'")
+    assert [ok for ok, _ in results[1:]] == [False, False]
+    assert all("invalid arguments" in error for _, error in results[1:])
+
+
+def test_a_team_workers_failure_is_the_leads_failed_tool_result(
+    llm_worker: Spawn, llm: FakeOpenAI, redis_url: str, r: redis.Redis
+) -> None:
+    llm_worker()
+    llm.script(
+        Reply.tool_calls(("delegate_to_researcher", {"task": "look it up"})),
+        Reply.error(503, "the researcher's model is down"),
+        Reply.text("I could not find out."),
+    )
+    swarm = {"agents": [agent("lead"), agent("researcher")], "mode": "team"}
+    handle = distributed(swarm, "When does water boil?", redis_url=redis_url, detailed=True)
+    assert handle.result(timeout=20) == {"output": "I could not find out."}
+    (result,) = [e for e in events_of(r, handle.task_id) if e["type"] == "tool_result"]
+    assert result["success"] is False and result["error"].startswith("researcher: ")
+    assert "503" in result["error"]
 
 
 def test_a_workflow_swarm_chains_output_to_input(
@@ -234,6 +282,8 @@ def test_a_team_lead_delegates_to_a_worker_through_a_tool(
     assert handle.result(timeout=20) == {"output": "Water boils at 100 C."}
     tools = [t["function"]["name"] for t in llm.requests[0]["tools"]]
     assert tools == ["delegate_to_researcher"]
+    # the worker gets the task alone, as the original's delegate tool sends it
+    assert [m["role"] for m in llm.requests[1]["messages"]] == ["system", "user"]
     assert llm.requests[1]["messages"][-1] == {"role": "user", "content": "find the boiling point"}
     events = events_of(r, handle.task_id)
     (result,) = [e for e in events if e["type"] == "tool_result"]

@@ -217,18 +217,21 @@ def test_tools_a_worker_could_not_import_are_refused(tool: Any, message: str) ->
 
 
 AGENT_REFUSALS: list[tuple[dict[str, Any], str]] = [
-    ({"name": ""}, "Agent name must be a non-empty string, got ''"),
-    ({"name": None}, "Agent name must be a non-empty string, got None"),
+    ({"name": ""}, "Agent name must be a non-empty string of at most 200 characters, got ''"),
+    ({"name": None}, "Agent name must be a non-empty string of at most 200 characters, got None"),
     ({"model": ""}, "agent 'a': model must be a non-empty string like 'openai:gpt-4o'"),
     ({"instructions": lambda name: "hi"}, "agent 'a': callable instructions cannot be serialized"),
     ({"instructions": 5}, "agent 'a': instructions must be a string, got int"),
-    ({"max_steps": 0}, "agent 'a': max_steps must be a positive integer, got 0"),
-    ({"max_steps": True}, "agent 'a': max_steps must be a positive integer, got True"),
-    ({"max_steps": "3"}, "agent 'a': max_steps must be a positive integer, got '3'"),
-    ({"temperature": "hot"}, "agent 'a': temperature must be a finite number, got 'hot'"),
-    ({"temperature": math.nan}, "agent 'a': temperature must be a finite number, got nan"),
-    ({"max_tokens": 0}, "agent 'a': max_tokens (or None) must be a positive integer, got 0"),
-    ({"max_tokens": 1.5}, "max_tokens (or None) must be a positive integer, got 1.5"),
+    ({"max_steps": 0}, "agent 'a': max_steps must be an integer from 1 to 1000, got 0"),
+    ({"max_steps": True}, "agent 'a': max_steps must be an integer from 1 to 1000, got True"),
+    ({"max_steps": "3"}, "agent 'a': max_steps must be an integer from 1 to 1000, got '3'"),
+    ({"temperature": "hot"}, "agent 'a': temperature must be a number from 0 to 2, got 'hot'"),
+    ({"temperature": math.nan}, "agent 'a': temperature must be a number from 0 to 2, got nan"),
+    (
+        {"max_tokens": 0},
+        "agent 'a': max_tokens (or None) must be an integer from 1 to 10000000, got 0",
+    ),
+    ({"max_tokens": 1.5}, "max_tokens (or None) must be an integer from 1 to 10000000, got 1.5"),
     ({"tools": "spec_tools.search"}, "agent 'a': tools must be a list, got str"),
     ({"tools": [search, search]}, "agent 'a' has two tools named 'search'"),
     ({"tools": [search, wrapped_search]}, "agent 'a' has two tools named 'search'"),
@@ -263,7 +266,7 @@ SWARM_REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"flow": 3}, "flow must be a string or None, got int"),
     ({"mode": "round-robin"}, "Swarm mode must be one of 'workflow', 'handoff', 'team', got 'r"),
     ({"mode": "team", "agents": [A]}, "Swarm mode 'team' needs at least two agents"),
-    ({"max_handoffs": -1}, "Swarm max_handoffs must be a non-negative integer, got -1"),
+    ({"max_handoffs": -1}, "Swarm max_handoffs must be an integer from 0 to 10000, got -1"),
 ]
 
 

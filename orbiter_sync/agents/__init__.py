@@ -22,7 +22,7 @@ from typing import Any
 from orbiter_sync.agents import entrypoint
 from orbiter_sync.agents.base import AgentKind, ResolvedAgent
 from orbiter_sync.agents.imports import ImportPolicy
-from orbiter_sync.errors import AgentConfigError
+from orbiter_sync.errors import AGENTS_EXTRA_HINT, AgentConfigError
 
 __all__ = [
     "AGENT_KINDS",
@@ -33,14 +33,13 @@ __all__ = [
 ]
 
 
-EXTRA_HINT = "install the agents extra: pip install 'orbiter-sync[agents]'"
-
-
 def _kinds_module() -> Any:
     try:
         return importlib.import_module("orbiter_sync.llm.kinds")
     except ImportError as exc:
-        raise AgentConfigError(f"LLM agents need pydantic-ai ({exc}): {EXTRA_HINT}") from None
+        raise AgentConfigError(
+            f"LLM agents need pydantic-ai ({exc}): {AGENTS_EXTRA_HINT}"
+        ) from None
 
 
 def _llm(config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent:

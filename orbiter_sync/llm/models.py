@@ -23,8 +23,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from orbiter_sync.agents import EXTRA_HINT, resources
-from orbiter_sync.errors import AgentConfigError
+from orbiter_sync.agents import resources
+from orbiter_sync.errors import AGENTS_EXTRA_HINT, AgentConfigError
 
 PROVIDERS = ("openai", "anthropic", "test")
 
@@ -100,5 +100,5 @@ def _import(module: str, what: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise AgentConfigError(
-            f"LLM agents need pydantic-ai with {what} support ({exc}): {EXTRA_HINT}"
+            f"LLM agents need pydantic-ai with {what} support ({exc}): {AGENTS_EXTRA_HINT}"
         ) from None

@@ -54,7 +54,6 @@ from orbiter_sync.llm import errors
 from orbiter_sync.llm.models import PROVIDERS, build_model, split_model
 from orbiter_sync.llm.spec import AgentSpec
 from orbiter_sync.llm.tools import ReportingToolset, load_tools
-from orbiter_sync.models import describe
 
 Emit = Callable[[StreamEvent], object]
 
@@ -110,7 +109,9 @@ async def run_agent(
     run = _Run(spec.name, spec.model if model is None else model, emit, detailed)
     tools = [*agent.tools, *extra_tools]
     run.tool_names = frozenset(t.name for t in tools)
-    toolset = ReportingToolset(FunctionToolset(tools))
+    run.structured = agent.output_type is not None
+    # a model's bad arguments go back to it, as in the original; max_steps bounds the rest
+    toolset = ReportingToolset(FunctionToolset(tools, max_retries=spec.max_steps))
     settings = ModelSettings(temperature=spec.temperature)
     if spec.max_tokens is not None:
         settings["max_tokens"] = spec.max_tokens
@@ -157,6 +158,7 @@ class _Run:
         self.started_at = 0.0
         self.usage = Usage()
         self.tool_names: frozenset[str] = frozenset()
+        self.structured = False
         self.calling_tools = False
         self.arguments: dict[str, dict[str, Any]] = {}
 
@@ -201,7 +203,7 @@ class _Run:
         calls = [
             p
             for p in response.parts
-            if isinstance(p, m.ToolCallPart) and p.tool_name in self.tool_names
+            if isinstance(p, m.ToolCallPart) and not self._is_output(p.tool_name)
         ]
         self.calling_tools = bool(calls)
         if not calls:
@@ -218,6 +220,10 @@ class _Run:
                     agent_name=self.name,
                 )
             )
+
+    def _is_output(self, tool_name: str) -> bool:
+        """Whether a call is pydantic-ai's way of giving the structured output, not a tool's."""
+        return self.structured and tool_name.startswith("final_result")
 
     def _delta(self, event: Any) -> None:
         text = reasoning = ""
@@ -244,12 +250,10 @@ class _Run:
                 started[event.part.tool_call_id] = time.monotonic()
             elif isinstance(event, m.FunctionToolResultEvent) and self.detailed:
                 part = event.part
-                if part.tool_name not in self.tool_names:
+                if self._is_output(part.tool_name):
                     continue
                 call_id = part.tool_call_id
-                error = failures.pop(call_id, None)
-                if error is None and getattr(part, "outcome", "success") != "success":
-                    error = str(getattr(part, "content", "")) or "tool failed"
+                error = failures.pop(call_id, None) or self._refused(part)
                 began = started.pop(call_id, time.monotonic())
                 self.emit(
                     ToolResultEvent(
@@ -266,8 +270,20 @@ class _Run:
         self.step_event("completed")
         self.calling_tools = False
 
+    def _refused(self, part: Any) -> str | None:
+        """Why pydantic-ai did not run a call (None when it ran): an unknown tool, as the
+        original says it, or arguments that do not fit the tool's schema."""
+        if part.tool_name not in self.tool_names:
+            return f"Unknown tool '{part.tool_name}'"
+        outcome = getattr(part, "outcome", "success")
+        if isinstance(part, m.RetryPromptPart) or outcome == "retried":
+            return errors.message(ValueError(f"invalid arguments: {part.content}"))
+        if outcome != "success":
+            return errors.message(ValueError(str(part.content) or "tool failed"))
+        return None
+
     def failed(self, exc: Exception) -> None:
-        message = describe(exc) or type(exc).__name__
+        message = errors.message(exc)
         self.emit(
             ErrorEvent(
                 error=message,

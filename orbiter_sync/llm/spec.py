@@ -19,7 +19,11 @@ from orbiter_sync.errors import AgentConfigError
 from orbiter_sync.flow import SWARM_MODES, flow_order
 
 DEFAULT_MODEL = "openai:gpt-4o"
+# The limits a worker holds configs to; orbiter_sync.specs checks the same in the client.
 MAX_STEPS_LIMIT = 1000  # a config asking for more is a mistake, not a plan
+MAX_TOKENS = 10_000_000
+MAX_HANDOFFS = 10_000
+MAX_NAME = 200  # characters: a name goes into every event the agent makes
 MAX_TOOLS = 128
 MAX_HANDOFF_DEPTH = 8
 MAX_SWARM_AGENTS = 64
@@ -67,8 +71,10 @@ def agent_spec(config: Any, *, where: str = "agent_config", depth: int = 0) -> A
     if depth > MAX_HANDOFF_DEPTH:
         raise AgentConfigError(f"{where}: handoffs nest deeper than {MAX_HANDOFF_DEPTH} levels")
     name = config.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise AgentConfigError(f"{where}.name must be a non-empty string")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+        raise AgentConfigError(
+            f"{where}.name must be a non-empty string of at most {MAX_NAME} characters"
+        )
     where = f"{where} {name!r}" if depth == 0 and where == "agent_config" else where
     handoffs = _items(config, "handoffs", where, limit=MAX_SWARM_AGENTS)
     specs = tuple(
@@ -107,7 +113,7 @@ def swarm_spec(config: Any) -> SwarmSpec:
     mode = config.get("mode", "workflow")
     if mode not in SWARM_MODES:
         raise AgentConfigError(
-            f"unsupported swarm mode {mode!r}: choose one of {', '.join(SWARM_MODES)}"
+            f"unsupported swarm mode {_show(mode)}: choose one of {', '.join(SWARM_MODES)}"
         )
     flow = config.get("flow")
     if flow is not None and not isinstance(flow, str):
@@ -119,7 +125,7 @@ def swarm_spec(config: Any) -> SwarmSpec:
         agents={s.name: s for s in specs},
         order=order,
         mode=mode,
-        max_handoffs=_count(config.get("max_handoffs", 10), "max_handoffs", 10_000, least=0),
+        max_handoffs=_count(config.get("max_handoffs", 10), "max_handoffs", MAX_HANDOFFS, least=0),
     )
 
 
@@ -160,22 +166,30 @@ def _instructions(value: Any, where: str) -> str:
 
 def _count(value: Any, where: str, most: int, *, least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
-        raise AgentConfigError(f"{where} must be an integer from {least} to {most}, got {value!r}")
+        raise AgentConfigError(
+            f"{where} must be an integer from {least} to {most}, got {_show(value)}"
+        )
     return value
 
 
 def _temperature(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise AgentConfigError(f"{where}.temperature must be a number, got {value!r}")
+        raise AgentConfigError(f"{where}.temperature must be a number, got {_show(value)}")
     if not 0 <= value <= 2:
-        raise AgentConfigError(f"{where}.temperature must be between 0 and 2, got {value!r}")
+        raise AgentConfigError(f"{where}.temperature must be between 0 and 2, got {_show(value)}")
     return float(value)
 
 
 def _max_tokens(value: Any, where: str) -> int | None:
     if value is None:
         return None
-    return _count(value, f"{where}.max_tokens", 10_000_000)
+    return _count(value, f"{where}.max_tokens", MAX_TOKENS)
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, short: a config's values end up in errors others read."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:59] + "…"
 
 
 def _path(value: Any, where: str) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orbiter_sync.events import StatusEvent, StreamEvent
+from orbiter_sync.llm.errors import message
 from orbiter_sync.llm.runner import AgentOutput, Emit, PreparedAgent, run_agent
 from orbiter_sync.llm.spec import SwarmSpec
 from orbiter_sync.llm.tools import delegate_tool
@@ -33,8 +34,14 @@ class SwarmError(RuntimeError):
     """A swarm run that went wrong (too many handoffs): a failed attempt, as in the original."""
 
 
+class DelegateError(RuntimeError):
+    """A team worker's run failed: its lead's ``delegate_to_<worker>`` tool result says why."""
+
+
 @dataclass(frozen=True)
 class PreparedSwarm:
+    """A swarm whose agents all passed the allowlist; no model called yet."""
+
     spec: SwarmSpec
     agents: Mapping[str, PreparedAgent]
 
@@ -77,9 +84,8 @@ class _SwarmRun:
     async def agent(self, name: str, text: str, **options: Any) -> AgentOutput:
         options.setdefault("emit", self.emit)
         options.setdefault("detailed", self.detailed)
-        return await run_agent(
-            self.swarm.agents[name], text, history=self.history, model=self.model, **options
-        )
+        options.setdefault("history", self.history)
+        return await run_agent(self.swarm.agents[name], text, model=self.model, **options)
 
     async def workflow(self, text: str) -> Any:
         output: AgentOutput | None = None
@@ -121,7 +127,12 @@ class _SwarmRun:
 
     def _delegate(self, worker: str) -> Any:
         async def run(task: str) -> str:
-            output = await self.agent(worker, task, emit=_quiet, detailed=False)
+            # the task alone, no history, as the original's delegate tool runs it; whatever
+            # goes wrong is the lead's tool error, never the whole run's
+            try:
+                output = await self.agent(worker, task, emit=_quiet, detailed=False, history=())
+            except Exception as exc:  # noqa: BLE001 - reported to the lead as a failed tool
+                raise DelegateError(f"{worker}: {message(exc)}") from None
             return output.text
 
         return run

@@ -9,8 +9,9 @@ object. What it may be, as the original's ``_deserialize_tool`` accepts:
 - a plain function, sync or async: its signature and docstring become the schema;
 - an orbiter ``@tool`` object wrapping such a function (``_fn``);
 - an object with ``name``, ``description``, ``parameters`` (a JSON schema) and
-  ``execute(**kwargs)`` (sync or async), or a class of such objects (made with
-  no arguments, as the original does).
+  ``execute(**kwargs)`` (sync or async), or a class of such objects (checked for
+  them before anything of it runs, then made with no arguments for each run, as
+  the original makes one per task).
 
 :class:`ReportingToolset` wraps the run's tools: an exception from a tool becomes
 a failed tool result the model sees (pydantic-ai's ``ToolFailed``), and its text
@@ -30,14 +31,16 @@ from pydantic_ai import ToolFailed
 from pydantic_ai.tools import Tool
 from pydantic_ai.toolsets import WrapperToolset
 
-from orbiter_sync.agents.imports import ImportPolicy, import_allowed
-from orbiter_sync.errors import AgentConfigError
-from orbiter_sync.models import describe
+from orbiter_sync.agents.imports import ImportPolicy, import_allowed, split_path
+from orbiter_sync.errors import AgentConfigError, ImportNotAllowedError
+from orbiter_sync.models import describe, redacted
+
+_TOOL_ATTRIBUTES = ("name", "parameters", "execute")
 
 
 def load_tools(paths: tuple[str, ...], policy: ImportPolicy) -> list[Tool[Any]]:
     """pydantic-ai tools for ``paths``; ``AgentConfigError`` for any that is not allowed."""
-    tools = [_tool(path, policy) for path in paths]
+    tools = [_made(path, _found(path, policy)) for path in paths]
     names = [t.name for t in tools]
     for name in names:
         if names.count(name) > 1:
@@ -46,22 +49,46 @@ def load_tools(paths: tuple[str, ...], policy: ImportPolicy) -> list[Tool[Any]]:
 
 
 @functools.lru_cache(maxsize=512)
-def _tool(path: str, policy: ImportPolicy) -> Tool[Any]:
-    """One tool, looked up and built once per path and policy (a refusal raises every time)."""
+def _found(path: str, policy: ImportPolicy) -> Tool[Any] | type:
+    """The tool ``path`` names (a tool class: made per run), looked up once per path and
+    policy (a refusal is not remembered: it raises again, every time)."""
     target = import_allowed(path, policy, what="tool")
-    wrapped = getattr(target, "_fn", None) if not isinstance(target, type) else None
-    if type(wrapped) is types.FunctionType:  # an orbiter @tool: the function it wraps
-        name = getattr(target, "name", None)
-        return Tool(wrapped, takes_ctx=False, name=name if isinstance(name, str) else None)
-    if type(target) is types.FunctionType:
-        return Tool(target, takes_ctx=False)
+    module = split_path(path, "tool")[0]
     if isinstance(target, type):
-        try:
-            target = target()
-        except Exception as exc:  # noqa: BLE001 - a tool class that cannot be made is config
-            made = f"{target.__name__}()"
-            raise AgentConfigError(f"tool {path!r}: cannot create {made}: {exc}") from None
+        missing = [a for a in _TOOL_ATTRIBUTES if inspect.getattr_static(target, a, None) is None]
+        if missing:  # checked before anything of it runs: only a tool class is ever made
+            raise AgentConfigError(f"tool {path!r} is a class without {', '.join(missing)}")
+        return target
+    wrapped = inspect.getattr_static(target, "_fn", None)
+    if type(wrapped) is types.FunctionType:  # an orbiter @tool: the function it wraps
+        if wrapped.__module__ != module:
+            raise ImportNotAllowedError(
+                f"tool {path!r} is not allowed: it wraps a function defined in "
+                f"{wrapped.__module__!r}, not in {module}"
+            )
+        name = getattr(target, "name", None)
+        return _function_tool(path, wrapped, name if isinstance(name, str) else None)
+    if type(target) is types.FunctionType:
+        return _function_tool(path, target)
     return _object_tool(path, target)
+
+
+def _made(path: str, found: Tool[Any] | type) -> Tool[Any]:
+    """A tool class made with no arguments, as the original does, one per run."""
+    if isinstance(found, Tool):
+        return found
+    try:
+        made = found()
+    except Exception as exc:  # noqa: BLE001 - a tool class that cannot be made is config
+        raise AgentConfigError(f"tool {path!r}: cannot create {found.__name__}(): {exc}") from None
+    return _object_tool(path, made)
+
+
+def _function_tool(path: str, function: Any, name: str | None = None) -> Tool[Any]:
+    try:
+        return Tool(function, takes_ctx=False, name=name)
+    except Exception as exc:  # noqa: BLE001 - a signature no schema fits can never run
+        raise AgentConfigError(f"tool {path!r}: no schema can be made from it: {exc}") from None
 
 
 def _object_tool(path: str, obj: Any) -> Tool[Any]:
@@ -120,6 +147,6 @@ class ReportingToolset(WrapperToolset[Any]):
         except Exception as exc:  # noqa: BLE001 - a tool's error is the model's to see, as in orbiter
             if type(exc).__module__.startswith("pydantic_ai"):
                 raise  # pydantic-ai's own signals (ModelRetry, ToolFailed, approvals ...)
-            error = describe(exc) or type(exc).__name__
+            error = redacted(describe(exc) or type(exc).__name__)
             self.failures[ctx.tool_call_id or ""] = error
             raise ToolFailed(error) from exc
