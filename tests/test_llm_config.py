@@ -7,6 +7,7 @@ anything else, whatever its shape.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -164,3 +165,35 @@ def test_history_in_both_shapes_becomes_requests_and_responses() -> None:
     assert history[4].parts[0].content == "Error: boom"
     with pytest.raises(AgentConfigError, match="role must be user, system, assistant or tool"):
         to_history([{"role": "wizard", "content": "hi"}])
+
+
+def test_the_offline_test_model_runs_an_agent_in_process() -> None:
+    events: list[dict[str, Any]] = []
+    resolved = resolve_agent({"name": "offline", "model": "test"}, ImportPolicy(()))
+
+    async def run() -> Any:
+        return await resolved.runnable("hi", emit=lambda e: events.append(e.to_dict()))
+
+    output = asyncio.run(run())
+    assert isinstance(output, str) and output
+    assert "".join(e["text"] for e in events if e["type"] == "text") == output
+
+
+def test_each_provider_gets_its_model_class_or_says_what_to_set() -> None:
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.models.openai import OpenAIChatModel
+
+    from orbiter_sync.llm.models import build_model
+
+    async def build(model: str, env: dict[str, str]) -> Any:
+        return build_model(model, env)
+
+    chat = asyncio.run(build("openai:gpt-4o-mini", {"OPENAI_API_KEY": "k"}))
+    assert isinstance(chat, OpenAIChatModel)  # chat completions, not the Responses API
+    assert isinstance(asyncio.run(build("gpt-4o", {"OPENAI_API_KEY": "k"})), OpenAIChatModel)
+    claude = asyncio.run(build("anthropic:claude-sonnet-4-5", {"ANTHROPIC_API_KEY": "k"}))
+    assert isinstance(claude, AnthropicModel)
+    with pytest.raises(AgentConfigError, match="needs ANTHROPIC_API_KEY set on the worker"):
+        asyncio.run(build("anthropic:claude-sonnet-4-5", {}))
+    with pytest.raises(AgentConfigError, match="unknown model provider 'gemini'"):
+        asyncio.run(build("gemini:pro", {}))
