@@ -5,6 +5,7 @@ Workers in the tests allow this module (``--allow-import llm_tools``).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -24,6 +25,12 @@ def add(a: int, b: int) -> int:
 async def shout(text: str) -> str:
     """Say ``text`` loudly."""
     return text.upper()
+
+
+async def nap(seconds: float) -> str:
+    """Wait, then say so: a slow tool."""
+    await asyncio.sleep(seconds)
+    return "rested"
 
 
 def explode(reason: str) -> str:

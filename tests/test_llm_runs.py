@@ -124,6 +124,10 @@ def test_an_unknown_model_fails_for_good(
         (agent(output_type="llm_tools.add"), "output_type 'llm_tools.add' is not a pydantic model"),
         (agent(model="mystery:m1"), "unknown model provider 'mystery'"),
         (agent(tools=["llm_tools.NotATool"]), "is a class without name, parameters, execute"),
+        (  # every agent of a swarm is checked before the first one runs
+            {"agents": [agent("a"), agent("b", model="anthropic:claude-x")]},
+            "'anthropic:claude-x' needs ANTHROPIC_API_KEY set on the worker",
+        ),
         (agent(tools=["llm_tools.opaque"]), "tool 'llm_tools.opaque': no schema can be made"),
         (agent(max_steps=0), "max_steps must be an integer from 1"),
         ({"agents": [agent("a")], "mode": "party"}, "unsupported swarm mode 'party'"),
@@ -189,6 +193,21 @@ def test_the_models_mistakes_with_tools_go_back_to_it_and_the_run_goes_on(
     assert results[0] == (False, "Unknown tool 'search'")
     assert [ok for ok, _ in results[1:]] == [False, False]
     assert all("invalid arguments" in error for _, error in results[1:])
+
+
+def test_tool_results_come_in_the_order_the_model_called_the_tools(
+    llm_worker: Spawn, llm: FakeOpenAI, redis_url: str, r: redis.Redis
+) -> None:
+    llm_worker()
+    llm.script(
+        Reply.tool_calls(("nap", {"seconds": 0.3}), ("add", {"a": 1, "b": 2})), Reply.text("ok")
+    )
+    config = agent(tools=["llm_tools.nap", "llm_tools.add"])
+    handle = distributed(config, "go", redis_url=redis_url, detailed=True)
+    assert handle.result(timeout=20) == {"output": "ok"}
+    results = [e for e in events_of(r, handle.task_id) if e["type"] == "tool_result"]
+    assert [e["tool_name"] for e in results] == ["nap", "add"]  # add finished first
+    assert results[0]["duration_ms"] >= 250 > results[1]["duration_ms"]
 
 
 def test_a_team_workers_failure_is_the_leads_failed_tool_result(

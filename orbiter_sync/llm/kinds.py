@@ -14,6 +14,7 @@ from typing import Any
 from orbiter_sync.agents.base import ResolvedAgent
 from orbiter_sync.agents.imports import ImportPolicy
 from orbiter_sync.llm.history import to_history
+from orbiter_sync.llm.models import check_model
 from orbiter_sync.llm.runner import Emit, prepare, run_agent
 from orbiter_sync.llm.spec import agent_spec, swarm_spec
 from orbiter_sync.llm.swarm import PreparedSwarm, run_swarm
@@ -26,6 +27,7 @@ def resolve_llm(config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent:
         input: Any, *, emit: Emit, messages: Any = None, detailed: bool = False,
         model: str | None = None,
     ) -> Any:  # fmt: skip
+        check_model(model or agent.spec.model)
         output = await run_agent(
             agent, _text(input), emit=emit, detailed=detailed, history=to_history(messages),
             model=model,
@@ -43,6 +45,8 @@ def resolve_swarm(config: dict[str, Any], policy: ImportPolicy) -> ResolvedAgent
         input: Any, *, emit: Emit, messages: Any = None, detailed: bool = False,
         model: str | None = None,
     ) -> Any:  # fmt: skip
+        for member in spec.agents.values():  # all of them, before the first one runs
+            check_model(model or member.model)
         return await run_swarm(
             swarm, _text(input), emit=emit, detailed=detailed, history=to_history(messages),
             model=model,

@@ -37,23 +37,41 @@ def split_model(model: str) -> tuple[str, str]:
     return provider, name
 
 
-def build_model(model: str, env: Mapping[str, str] | None = None) -> Any:
-    """The pydantic-ai model for ``model``; ``AgentConfigError`` when it cannot be built here."""
+def check_model(model: str, env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(provider, name) of ``model`` when this worker can run it; else ``AgentConfigError``
+    saying what to set. Nothing is imported or built: every agent of a swarm is checked
+    before the first one runs."""
     env = os.environ if env is None else env
     provider, name = split_model(model)
     if provider == "test":
-        test = _import("pydantic_ai.models.test", "pydantic-ai")
-        return test.TestModel()
+        return provider, name
+    if provider not in PROVIDERS:
+        raise AgentConfigError(
+            f"unknown model provider {provider!r} in {model!r}: this worker runs "
+            f"{', '.join(p + ':<model>' for p in PROVIDERS[:2])} and 'test'"
+        )
     if not name:
         raise AgentConfigError(f"model {model!r} names no model after {provider + ':'!r}")
+    if provider == "openai" and not (env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL")):
+        raise AgentConfigError(
+            f"model {model!r} needs OPENAI_API_KEY set on the worker (or OPENAI_BASE_URL "
+            "for an OpenAI-compatible server)"
+        )
+    if provider == "anthropic" and not env.get("ANTHROPIC_API_KEY"):
+        raise AgentConfigError(f"model {model!r} needs ANTHROPIC_API_KEY set on the worker")
+    return provider, name
+
+
+def build_model(model: str, env: Mapping[str, str] | None = None) -> Any:
+    """The pydantic-ai model for ``model``; ``AgentConfigError`` when it cannot be built here."""
+    env = os.environ if env is None else env
+    provider, name = check_model(model, env)
+    if provider == "test":
+        test = _import("pydantic_ai.models.test", "pydantic-ai")
+        return test.TestModel()
     if provider == "openai":
         return _openai_model(name, env)
-    if provider == "anthropic":
-        return _anthropic_model(name, env)
-    raise AgentConfigError(
-        f"unknown model provider {provider!r} in {model!r}: this worker runs "
-        f"{', '.join(p + ':<model>' for p in PROVIDERS[:2])} and 'test'"
-    )
+    return _anthropic_model(name, env)
 
 
 def _openai_model(name: str, env: Mapping[str, str]) -> Any:
@@ -62,11 +80,6 @@ def _openai_model(name: str, env: Mapping[str, str]) -> Any:
     sdk = _import("openai", "openai")
     base_url = env.get("OPENAI_BASE_URL") or None
     api_key = env.get("OPENAI_API_KEY") or None
-    if api_key is None and base_url is None:
-        raise AgentConfigError(
-            f"model 'openai:{name}' needs OPENAI_API_KEY set on the worker (or OPENAI_BASE_URL "
-            "for an OpenAI-compatible server)"
-        )
 
     def client() -> Any:
         return sdk.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0)
@@ -82,10 +95,6 @@ def _anthropic_model(name: str, env: Mapping[str, str]) -> Any:
     sdk = _import("anthropic", "anthropic")
     base_url = env.get("ANTHROPIC_BASE_URL") or None
     api_key = env.get("ANTHROPIC_API_KEY") or None
-    if api_key is None:
-        raise AgentConfigError(
-            f"model 'anthropic:{name}' needs ANTHROPIC_API_KEY set on the worker"
-        )
 
     def client() -> Any:
         return sdk.AsyncAnthropic(base_url=base_url, api_key=api_key, max_retries=0)

@@ -51,7 +51,7 @@ from orbiter_sync.events import (
     UsageEvent,
 )
 from orbiter_sync.llm import errors
-from orbiter_sync.llm.models import PROVIDERS, build_model, split_model
+from orbiter_sync.llm.models import PROVIDERS, build_model, check_model, split_model
 from orbiter_sync.llm.spec import AgentSpec
 from orbiter_sync.llm.tools import ReportingToolset, load_tools
 
@@ -79,7 +79,7 @@ def prepare(spec: AgentSpec, policy: ImportPolicy) -> PreparedAgent:
     """Check what ``spec`` names before anything runs; ``AgentConfigError`` for what cannot."""
     provider, _ = split_model(spec.model)
     if provider not in PROVIDERS:
-        build_model(spec.model)  # raises the unknown-provider error
+        check_model(spec.model)  # raises the unknown-provider error
     output_type = _output_type(spec.output_type, policy) if spec.output_type else None
     return PreparedAgent(spec, tuple(load_tools(spec.tools, policy)), output_type)
 
@@ -245,6 +245,7 @@ class _Run:
 
     async def tool_results(self, stream: Any, failures: dict[str, str]) -> None:
         started: dict[str, float] = {}
+        results: dict[str, ToolResultEvent] = {}
         async for event in stream:
             if isinstance(event, m.FunctionToolCallEvent):
                 started[event.part.tool_call_id] = time.monotonic()
@@ -255,18 +256,21 @@ class _Run:
                 call_id = part.tool_call_id
                 error = failures.pop(call_id, None) or self._refused(part)
                 began = started.pop(call_id, time.monotonic())
-                self.emit(
-                    ToolResultEvent(
-                        tool_name=part.tool_name,
-                        tool_call_id=call_id,
-                        arguments=self.arguments.pop(call_id, {}),
-                        result="" if error is not None else _content(part),
-                        error=error,
-                        success=error is None,
-                        duration_ms=(time.monotonic() - began) * 1000,
-                        agent_name=self.name,
-                    )
+                results[call_id] = ToolResultEvent(
+                    tool_name=part.tool_name,
+                    tool_call_id=call_id,
+                    arguments=self.arguments.get(call_id, {}),
+                    result="" if error is not None else _content(part),
+                    error=error,
+                    success=error is None,
+                    duration_ms=(time.monotonic() - began) * 1000,
+                    agent_name=self.name,
                 )
+        # in the order the model called them, as the original publishes them
+        for call_id in [*self.arguments, *results]:
+            if call_id in results:
+                self.emit(results.pop(call_id))
+        self.arguments.clear()
         self.step_event("completed")
         self.calling_tools = False
 
