@@ -14,6 +14,7 @@ from functools import partial
 
 import redis
 
+from orbiter_sync import hooks
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.control import RunControl, RunTracker
 from orbiter_sync.deadlines import Deadlines
@@ -151,7 +152,8 @@ class Slot:
                 delivery.task_id,
                 delivery.deliveries,
             )
-            outcome = self.attempt(delivery, control)
+            with hooks.around_task(self.worker_id, delivery.task_id):
+                outcome = self.attempt(delivery, control)
             self.settle(delivery, outcome)
         finally:
             self.runs.untrack(control)
