@@ -117,13 +117,26 @@ def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     f"also {ALLOW_IMPORTS_ENV}, comma-separated).",
 )
 @click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Directory to import agents' modules from, before the current directory "
+    "(repeatable; the current directory is always on the path, as with Celery and RQ).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 def worker_command(
-    redis_url: str | None, worker_id: str | None, log_level: str, **settings: Any
+    redis_url: str | None,
+    worker_id: str | None,
+    log_level: str,
+    paths: tuple[str, ...],
+    **settings: Any,
 ) -> None:
     """Run a worker until SIGINT or SIGTERM.
 
@@ -142,6 +155,7 @@ def worker_command(
         handler.setFormatter(
             ScrubbingFormatter(LOG_FORMAT, urls_in_use(click.get_current_context()))
         )
+    put_on_path(paths)
     try:
         url = resolve_redis_url(redis_url)
         worker = Worker(url, worker_id=worker_id, settings=WorkerSettings(**settings))
@@ -171,9 +185,30 @@ def worker_command(
         f"  queue:       {s.queue_name}\n"
         f"  concurrency: {s.concurrency}\n"
         f"  pool:        {s.pool}\n"
-        f"  executor:    {s.executor}",
+        f"  executor:    {s.executor}\n"
+        f"  imports:     {allowlist(worker.policy.prefixes)}",
         err=True,
     )
     # errors become one line through the command group; a stop that overruns its
     # deadline (a run that never yields, under gevent) ends the process on time
     worker.start(exit_on_overrun=True)
+
+
+def put_on_path(paths: tuple[str, ...]) -> None:
+    """``--path`` directories, then the current directory, first on ``sys.path``: agents'
+    modules import from where the worker is started, as Celery's and RQ's do."""
+    for directory in reversed([*paths, os.getcwd()]):
+        absolute = os.path.abspath(directory)
+        if absolute in sys.path:
+            sys.path.remove(absolute)
+        sys.path.insert(0, absolute)
+
+
+def allowlist(prefixes: tuple[str, ...]) -> str:
+    """The banner's line for the import allowlist."""
+    if prefixes:
+        return ", ".join(prefixes)
+    return (
+        f"none (only LLM agent dicts can run; entrypoints need --allow-import MODULE "
+        f"or {ALLOW_IMPORTS_ENV})"
+    )

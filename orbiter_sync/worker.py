@@ -109,8 +109,9 @@ class Worker:
         self.redis_url = resolve_redis_url(redis_url)
         self.worker_id = worker_id or default_worker_id()
         s = self.settings
-        policy = ImportPolicy.from_settings(s.allow_imports)
-        self.executor = make_executor(s.executor, policy=policy)
+        self.policy = ImportPolicy.from_settings(s.allow_imports)
+        self.policy.preload()  # a module that cannot be imported stops the worker here
+        self.executor = make_executor(s.executor, policy=self.policy)
         self.client = connect(self.redis_url)
         queue = s.queue_settings()
         self.consumer = TaskConsumer(self.redis_url, self.worker_id, queue, client=self.client,

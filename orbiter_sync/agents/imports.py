@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orbiter_sync.env import ALLOW_IMPORTS_ENV
-from orbiter_sync.errors import AgentConfigError, ImportNotAllowedError
+from orbiter_sync.errors import AgentConfigError, ConfigurationError, ImportNotAllowedError
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = re.compile(rf"{_NAME}(\.{_NAME})*")
@@ -79,6 +79,19 @@ class ImportPolicy:
 
     def allows(self, module: str) -> bool:
         return any(module == p or module.startswith(p + ".") for p in self.prefixes)
+
+    def preload(self) -> None:
+        """Import every allowed module now, as a worker does when it starts: a module that
+        cannot be imported is a ``ConfigurationError`` naming it (the worker does not start),
+        not a failure of every task that needs it later."""
+        for prefix in self.prefixes:
+            try:
+                importlib.import_module(prefix)
+            except Exception as exc:  # noqa: BLE001 - anything a module raises on import
+                raise ConfigurationError(
+                    f"cannot import allowed module {prefix!r}: {type(exc).__name__}: {exc} "
+                    "(is its directory on the path? see --path)"
+                ) from None
 
 
 def split_path(path: str, what: str = "entrypoint") -> tuple[str, str]:
