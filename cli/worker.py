@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,10 +13,11 @@ from typing import Any, TypeVar
 
 import click
 
-from orbiter_sync.env import ALLOW_IMPORTS_ENV, POOL_ENV, URL_ENV
+from orbiter_sync.env import ALLOW_IMPORTS_ENV, EVENTS_TTL_ENV, POOL_ENV, RESULT_TTL_ENV, URL_ENV
 from orbiter_sync.errors import OrbiterError
 from orbiter_sync.executors import EXECUTORS, default_executor
 from orbiter_sync.pools import POOLS
+from orbiter_sync.queue import ttl_settings
 from orbiter_sync.urls import mask_url, resolve_redis_url
 from orbiter_sync.worker import Worker, WorkerSettings
 
@@ -38,6 +40,18 @@ def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     kwargs.setdefault("show_default", True)
     flag = "--" + name.replace("_", "-")
     return click.option(*(decls or (flag,)), name, **kwargs)
+
+
+def ttl_setting(name: str, key: str, env: str, help: str) -> Callable[[F], F]:
+    """A lifetime option: its default from ``env`` (which clients read too), else here."""
+    fallback = WorkerSettings.default_of(name)
+    return setting(
+        name,
+        type=click.IntRange(min=1),
+        default=lambda: ttl_settings().get(key, fallback),
+        show_default=f"{fallback}, or ${env}",
+        help=help,
+    )
 
 
 @start.command("worker")
@@ -107,6 +121,13 @@ def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     help="Most tasks claimed ahead of the free slots, fetched only while runs are short "
     "(as many as the worker finishes in 50 ms); 0 claims only for idle slots.",
 )
+@ttl_setting(
+    "result_ttl",
+    "task_ttl",
+    RESULT_TTL_ENV,
+    "Seconds a task's status and result are kept (clients read the same variable).",
+)
+@ttl_setting("events_ttl", "event_ttl", EVENTS_TTL_ENV, "Seconds a task's event stream is kept.")
 @setting(
     "allow_imports",
     "--allow-import",
@@ -115,6 +136,14 @@ def setting(name: str, *decls: str, **kwargs: Any) -> Callable[[F], F]:
     show_default=False,
     help="Module prefix payload entrypoints may be imported from (repeatable; "
     f"also {ALLOW_IMPORTS_ENV}, comma-separated).",
+)
+@click.option(
+    "--id-file",
+    default=None,
+    metavar="PATH",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write this worker's id to PATH while it runs (removed when it stops), so that "
+    "'orbiter-sync health --id-file PATH' can check it from a container's health check.",
 )
 @click.option(
     "--path",
@@ -136,6 +165,7 @@ def worker_command(
     worker_id: str | None,
     log_level: str,
     paths: tuple[str, ...],
+    id_file: str | None,
     **settings: Any,
 ) -> None:
     """Run a worker until SIGINT or SIGTERM.
@@ -191,7 +221,14 @@ def worker_command(
     )
     # errors become one line through the command group; a stop that overruns its
     # deadline (a run that never yields, under gevent) ends the process on time
-    worker.start(exit_on_overrun=True)
+    if id_file:
+        write_id_file(id_file, worker.worker_id)
+    try:
+        worker.start(exit_on_overrun=True)
+    finally:
+        if id_file:
+            with contextlib.suppress(OSError):
+                os.unlink(id_file)
 
 
 def put_on_path(paths: tuple[str, ...]) -> None:
@@ -212,3 +249,14 @@ def allowlist(prefixes: tuple[str, ...]) -> str:
         f"none (only LLM agent dicts can run; entrypoints need --allow-import MODULE "
         f"or {ALLOW_IMPORTS_ENV})"
     )
+
+
+def write_id_file(path: str, worker_id: str) -> None:
+    """Write the worker id to ``path`` whole (a reader never sees half of it)."""
+    partial = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(partial, "w") as out:
+            out.write(worker_id + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the worker id file {path}: {exc.strerror}") from None

@@ -2,7 +2,8 @@
 
 The public API, by role:
 
-- client: ``distributed`` and ``TaskHandle`` (client.py); ``Agent`` and ``Swarm``
+- client: ``distributed`` and ``TaskHandle`` (client.py); ``agent``, the decorator
+  that makes a module-level function an agent (decorator.py); ``Agent`` and ``Swarm``
   (specs.py: LLM agents as data, built without asyncio); ``TaskPayload``,
   ``TaskResult``, ``TaskStatus`` (models.py)
 - worker: ``Worker``, ``WorkerSettings`` (worker.py)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from orbiter_sync.admin import QueueAdmin, QueueStats
     from orbiter_sync.client import TaskHandle, distributed
     from orbiter_sync.consumer import TaskConsumer
+    from orbiter_sync.decorator import AgentFunction, agent
     from orbiter_sync.errors import (
         ConfigurationError,
         OrbiterError,
@@ -68,6 +70,8 @@ if TYPE_CHECKING:
 __version__ = "0.3.0"
 
 _MODULE_OF = {
+    "agent": "orbiter_sync.decorator",
+    "AgentFunction": "orbiter_sync.decorator",
     "Agent": "orbiter_sync.specs",
     "Swarm": "orbiter_sync.specs",
     "QueueAdmin": "orbiter_sync.admin",
@@ -133,6 +137,8 @@ __all__ = [
     # client
     "distributed",
     "TaskHandle",
+    "agent",
+    "AgentFunction",
     "Agent",
     "Swarm",
     "TaskPayload",

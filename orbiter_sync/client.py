@@ -6,16 +6,23 @@ Django or Flask view can create one per request.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
+
+import redis
 
 from orbiter_sync import keys
-from orbiter_sync.connection import shared_client
+from orbiter_sync.agents.imports import entrypoint_path
+from orbiter_sync.connection import Budget, connect
+from orbiter_sync.env import CLIENT_TIMEOUT_ENV
 from orbiter_sync.errors import (
+    ConfigurationError,
     TaskCancelledError,
     TaskFailedError,
     TaskNotFoundError,
@@ -24,14 +31,15 @@ from orbiter_sync.errors import (
 )
 from orbiter_sync.events import EventSubscriber, StreamEvent, terminal_event
 from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
-from orbiter_sync.producer import TaskProducer
-from orbiter_sync.queue import QueueSettings
+from orbiter_sync.producer import TaskProducer, check_submit
+from orbiter_sync.queue import DEFAULT_EVENT_TTL, DEFAULT_TASK_TTL, QueueSettings, ttl_settings
 from orbiter_sync.store import TaskStore
 from orbiter_sync.urls import resolve_redis_url
 
 logger = logging.getLogger(__name__)
 
 ENDED_CHECK = 1.0  # seconds a stream waits for events before it re-reads the task's hash
+DEFAULT_CLIENT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,19 +49,47 @@ class _Backend:
     subscriber: EventSubscriber
 
 
-_backends: dict[tuple[str, str], _Backend] = {}
+_backends: dict[tuple[str, str, float], _Backend] = {}
+_clients: dict[tuple[str, float], redis.Redis] = {}
 _backends_lock = threading.Lock()
 
 
-def _backend(redis_url: str, queue_name: str) -> _Backend:
+def resolve_client_timeout(
+    seconds: float | None = None, env: Mapping[str, str] | None = None
+) -> float:
+    """The time budget of one client call, retries included: ``seconds``, else
+    ``ORBITER_CLIENT_TIMEOUT``, else 5 s, so a view answers before a router gives up on it
+    (Heroku's waits 30 s) while Redis is away."""
+    env = os.environ if env is None else env
+    if seconds is None:
+        raw = env.get(CLIENT_TIMEOUT_ENV, "").strip()
+        try:
+            seconds = float(raw) if raw else DEFAULT_CLIENT_TIMEOUT
+        except ValueError:
+            raise ConfigurationError(f"{CLIENT_TIMEOUT_ENV} must be seconds, got {raw!r}") from None
+    if not 0 < seconds <= 3600:
+        raise ConfigurationError(f"client timeout must be from 0 to 3600 seconds, got {seconds}")
+    return seconds
+
+
+def _backend(redis_url: str, queue_name: str, seconds: float) -> _Backend:
     with _backends_lock:
-        backend = _backends.get((redis_url, queue_name))
+        backend = _backends.get((redis_url, queue_name, seconds))
         if backend is None:
-            client = shared_client(redis_url)
-            backend = _backends[(redis_url, queue_name)] = _Backend(
-                producer=TaskProducer(redis_url, QueueSettings(name=queue_name), client=client),
-                store=TaskStore(redis_url, client=client),
-                subscriber=EventSubscriber(redis_url, client=client),
+            budget = Budget(seconds)
+            client = _clients.get((redis_url, seconds))
+            if client is None:
+                client = _clients[(redis_url, seconds)] = connect(redis_url, budget=budget)
+            ttls = ttl_settings()  # the hash's lifetime while the task waits
+            settings = QueueSettings(
+                name=queue_name,
+                task_ttl=ttls.get("task_ttl", DEFAULT_TASK_TTL),
+                event_ttl=ttls.get("event_ttl", DEFAULT_EVENT_TTL),
+            )
+            backend = _backends[(redis_url, queue_name, seconds)] = _Backend(
+                producer=TaskProducer(redis_url, settings, client=client, retry=budget.retry),
+                store=TaskStore(redis_url, client=client, retry=budget.retry),
+                subscriber=EventSubscriber(redis_url, client=client, retry=budget.retry),
             )
         return backend
 
@@ -62,10 +98,18 @@ class TaskHandle:
     """A submitted task: its status, result, events and cancellation."""
 
     def __init__(
-        self, task_id: str, *, redis_url: str | None = None, queue_name: str = keys.DEFAULT_QUEUE
+        self,
+        task_id: str,
+        *,
+        redis_url: str | None = None,
+        queue_name: str = keys.DEFAULT_QUEUE,
+        client_timeout: float | None = None,
     ) -> None:
+        """``client_timeout``: seconds one call may take, retries included (see
+        :func:`resolve_client_timeout`); waits for a result or events have their own ``timeout``."""
         self.task_id = task_id
-        self._backend = _backend(resolve_redis_url(redis_url), queue_name)
+        seconds = resolve_client_timeout(client_timeout)
+        self._backend = _backend(resolve_redis_url(redis_url), queue_name, seconds)
 
     def __repr__(self) -> str:
         return f"TaskHandle(task_id={self.task_id!r})"
@@ -174,7 +218,9 @@ class TaskHandle:
                 yield None
 
     def cancel(self) -> bool:
-        """Ask for the task to be cancelled; False if it already ended or is unknown."""
+        """Ask for the task to be cancelled: True once it is cancelled (asking again is
+        fine), False if it already completed or failed, or is unknown. ``orbiter-sync task
+        cancel`` answers the same (exit 0 or 1)."""
         return self._backend.producer.cancel(self.task_id)
 
 
@@ -194,42 +240,107 @@ def _result_of(state: TaskResult) -> Any:
     raise TaskFailedError(state.task_id, state.error_summary)
 
 
-def distributed(
-    agent: Any,
-    input: str,
-    *,
-    messages: list[dict[str, Any]] | None = None,
-    redis_url: str | None = None,
-    detailed: bool = False,
-    timeout: float = 300.0,
-    metadata: dict[str, Any] | None = None,
-    queue_name: str = keys.DEFAULT_QUEUE,
-    model: str | None = None,
-) -> TaskHandle:
+class RunOptions(TypedDict, total=False):
+    """The options of one run, for :func:`distributed` and :func:`prepare_run`."""
+
+    messages: list[dict[str, Any]] | None
+    redis_url: str | None
+    detailed: bool
+    timeout: float | None
+    metadata: dict[str, Any] | None
+    queue: str | None
+    queue_name: str | None
+    model: str | None
+    max_retries: int | None
+    retry_timeouts: bool | None
+    delay: float
+    client_timeout: float | None
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run checked and given its task id, not queued yet: :meth:`submit` queues it
+    (what ``submit_on_commit`` runs when a transaction commits)."""
+
+    payload: TaskPayload
+    handle: TaskHandle
+    queue: str
+    delay: float
+
+    def submit(self) -> TaskHandle:
+        self.handle._backend.producer.submit(self.payload, delay=self.delay)
+        logger.info("task %s submitted to %s", self.payload.task_id, self.queue)
+        return self.handle
+
+
+def distributed(agent: Any, input: str, **options: Unpack[RunOptions]) -> TaskHandle:
     """Queue one agent run and return its handle.
 
     ``agent`` is an agent_config dict (``{"entrypoint": "pkg.module:func"}``, an
-    orbiter Agent dict, a swarm dict) or any object with ``to_dict()``. The Redis
-    URL defaults to ``ORBITER_REDIS_URL``, then ``REDIS_URL``.
+    orbiter Agent dict, a swarm dict), an ``@agent`` function or a module-level
+    function, or any object with ``to_dict()`` (``Agent``, ``Swarm``). The Redis URL
+    defaults to ``ORBITER_REDIS_URL``, then ``REDIS_URL``.
+
+    Per run: ``timeout`` (seconds, default 300), ``max_retries`` (default: the
+    worker's ``--max-retries``; 0 runs it once), ``retry_timeouts`` (a run past its
+    timeout is not retried unless True), ``delay`` (seconds it waits before it may
+    start), ``queue`` (``queue_name`` is its older name), ``detailed``, ``messages``,
+    ``metadata``, ``model``. An ``@agent`` function's own defaults fill what is not
+    given. ``client_timeout`` bounds this call while Redis is away (default 5 s,
+    ``ORBITER_CLIENT_TIMEOUT``): then ``RedisUnavailableError``.
     """
-    if isinstance(agent, dict):
-        agent_config = dict(agent)
-    elif callable(getattr(agent, "to_dict", None)):
-        agent_config = agent.to_dict()
-    else:
-        raise ValidationError(
-            "agent", f"must be an agent_config dict or have to_dict(), got {type(agent).__name__}"
-        )
+    return prepare_run(agent, input, **options).submit()
+
+
+def prepare_run(agent: Any, input: str, **options: Unpack[RunOptions]) -> PreparedRun:
+    """Everything :func:`distributed` does but queueing: the payload is checked and its
+    task id known; ``.submit()`` queues it."""
+    agent, defaults = _agent_of(agent)
+    timeout, retries = options.get("timeout"), options.get("max_retries")
+    retry_timeouts = options.get("retry_timeouts")
     payload = TaskPayload(
-        agent_config=agent_config,
+        agent_config=agent.to_dict() if not isinstance(agent, dict) else dict(agent),
         input=input,
-        messages=list(messages or []),
-        model=model,
-        detailed=detailed,
-        metadata=dict(metadata or {}),
-        timeout_seconds=timeout,
+        messages=list(options.get("messages") or []),
+        model=options.get("model"),
+        detailed=options.get("detailed", False),
+        metadata=dict(options.get("metadata") or {}),
+        timeout_seconds=timeout if timeout is not None else defaults.get("timeout", 300.0),
+        max_retries=retries if retries is not None else defaults.get("max_retries"),
+        retry_timeouts=bool(
+            retry_timeouts if retry_timeouts is not None else defaults.get("retry_timeouts")
+        ),
     )
-    handle = TaskHandle(payload.task_id, redis_url=redis_url, queue_name=queue_name)
-    handle._backend.producer.submit(payload)
-    logger.info("task %s submitted to %s", payload.task_id, queue_name)
-    return handle
+    queue = (
+        options.get("queue") or options.get("queue_name") or defaults.get("queue")
+        or keys.DEFAULT_QUEUE
+    )  # fmt: skip
+    handle = TaskHandle(
+        payload.task_id,
+        redis_url=options.get("redis_url"),
+        queue_name=queue,
+        client_timeout=options.get("client_timeout"),
+    )
+    delay = options.get("delay", 0.0)
+    check_submit(payload, delay)  # refused here, not when it is queued later
+    return PreparedRun(payload, handle, queue, delay)
+
+
+def _agent_of(agent: Any) -> tuple[Any, dict[str, Any]]:
+    """(what gives the agent_config, the agent's own submit defaults)."""
+    if isinstance(agent, dict):
+        return agent, {}
+    if callable(getattr(agent, "submit_defaults", None)):  # an @agent function
+        return agent, agent.submit_defaults()
+    if callable(getattr(agent, "to_dict", None)):
+        return agent, {}
+    if inspect.isfunction(agent):  # a plain module-level function: its entrypoint
+        try:
+            return {"entrypoint": entrypoint_path(agent)}, {}
+        except ValueError as exc:
+            raise ValidationError("agent", str(exc)) from None
+    raise ValidationError(
+        "agent",
+        "must be an agent_config dict, a module-level or @agent function, or have to_dict(), "
+        f"got {type(agent).__name__}",
+    )

@@ -226,6 +226,7 @@ class RetryPolicy:
         initial: float = 0.05,
         max_wait: float = 2.0,
         attempt_timeout: float | None = None,
+        quiet: bool = False,
     ) -> None:
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
@@ -233,7 +234,8 @@ class RetryPolicy:
             retry=tenacity.retry_if_exception(is_transient),
             wait=tenacity.wait_exponential(multiplier=initial, max=max_wait)
             + tenacity.wait_random(0, initial),
-            before_sleep=_log_retry,
+            # quiet: one line per failing call (a web request's), not one per retry
+            before_sleep=_log_first_retry if quiet else _log_retry,
             reraise=True,
         )
 
@@ -291,6 +293,11 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
     )
 
 
+def _log_first_retry(state: tenacity.RetryCallState) -> None:
+    if state.attempt_number == 1:
+        _log_retry(state)
+
+
 DEFAULT_RETRY = RetryPolicy()
 
 
@@ -315,7 +322,7 @@ class Budget:
 
     @cached_property
     def retry(self) -> RetryPolicy:
-        return RetryPolicy(deadline=self.seconds, attempt_timeout=self.attempt_timeout)
+        return RetryPolicy(deadline=self.seconds, attempt_timeout=self.attempt_timeout, quiet=True)
 
     @contextmanager
     def scope(self) -> Iterator[Budget]:

@@ -271,7 +271,7 @@ class TaskConsumer(LineUser):
             self._forget(delivery.entry_id)
             return Settled("lost", None)
         s, task_id = self.settings, delivery.task_id
-        op = _SETTLE_OP[outcome.kind]
+        op, most = _SETTLE_OP[outcome.kind], s.retries_of(delivery.payload.max_retries)
         # the payload (re-queued as it came) and the recoverable event are needed for a
         # retry or a release only: a completed run does not send its payload back
         payload, event = "", ""
@@ -309,9 +309,10 @@ class TaskConsumer(LineUser):
                 "cancelled" if outcome.kind is OutcomeKind.CANCELLED else "",
                 event,
                 agent_name,
-                s.max_retries,
-                json.dumps(s.backoffs(outcome.retry_after)) if op == "retry" else "[]",
+                most,
+                json.dumps(s.backoffs(outcome.retry_after, most)) if op == "retry" else "[]",
                 outcome.error_type,
+                outcome.traceback,
             ],
             client,
             retry,

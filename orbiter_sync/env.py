@@ -11,3 +11,8 @@ CERT_REQS_ENV = "ORBITER_REDIS_SSL_CERT_REQS"
 ALLOW_IMPORTS_ENV = "ORBITER_ALLOW_IMPORTS"
 POOL_ENV = "ORBITER_POOL"
 TEMPORAL_HOST_ENV = "TEMPORAL_HOST"  # selects the temporal executor when set
+# seconds a web process's client call may take, retries included (default 5)
+CLIENT_TIMEOUT_ENV = "ORBITER_CLIENT_TIMEOUT"
+# how long a task's hash (and result) and its event stream are kept, for workers and clients
+RESULT_TTL_ENV = "ORBITER_RESULT_TTL"
+EVENTS_TTL_ENV = "ORBITER_EVENTS_TTL"

@@ -146,10 +146,23 @@ class StatusEvent(StreamEvent):
     type: ClassVar[str] = "status"
     status: str
     message: str = ""
+    attempt: int | None = None
+    """On the ``running`` event that opens each attempt: its number (1, 2 ...), so a UI
+    can start its transcript again on a retry. orbiter-sync's own field, written only
+    when set (the async library's readers ignore it)."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUS_VALUES:
             raise ValidationError("status", f"unknown status {self.status!r}")
+        attempt = self.attempt
+        if attempt is not None and (type(attempt) is not int or not 0 < attempt < 2**31):
+            raise ValidationError("attempt", f"must be a positive integer, got {attempt!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if self.attempt is None:
+            del data["attempt"]
+        return data
 
     @property
     def is_terminal(self) -> bool:

@@ -14,7 +14,6 @@ import datetime
 import decimal
 import json
 import math
-import os
 import re
 import time
 import uuid
@@ -104,6 +103,12 @@ def _check_type(name: str, value: Any, expected: type | tuple[type, ...], label:
         raise ValidationError(name, f"must be {label}, got {type(value).__name__}")
 
 
+MAX_TASK_RETRIES = 100
+# orbiter-sync's own payload fields are written only when set: a payload without them
+# reads the same in every version, and the async library's is unchanged
+_OMITTED_WHEN: dict[str, Any] = {"max_retries": None, "retry_timeouts": False}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TaskPayload:
     """One agent run, as queued on the ``payload`` field of a stream entry."""
@@ -117,6 +122,11 @@ class TaskPayload:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     timeout_seconds: float = 300.0
+    max_retries: int | None = None
+    """Retries of this task after a failed attempt; None: the worker's ``--max-retries``.
+    (orbiter-sync's own field: the async library ignores it, as it ignores any it lacks.)"""
+    retry_timeouts: bool = False
+    """Whether an attempt that ran past ``timeout_seconds`` is retried (orbiter-sync's own)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     """Fields this version does not know, kept so they survive a round trip."""
 
@@ -142,6 +152,15 @@ class TaskPayload:
             "timeout_seconds",
             _check_number("timeout_seconds", self.timeout_seconds, positive=True),
         )
+        if self.max_retries is not None and (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or not 0 <= self.max_retries <= MAX_TASK_RETRIES
+        ):
+            raise ValidationError(
+                "max_retries", f"must be an integer from 0 to {MAX_TASK_RETRIES}, or null"
+            )
+        _check_type("retry_timeouts", self.retry_timeouts, bool, "true or false")
         _check_type("extra", self.extra, dict, "an object")
         for name in ("agent_config", "messages", "metadata", "extra"):
             try:
@@ -153,8 +172,11 @@ class TaskPayload:
         """The wire form: known fields plus the kept unknown ones."""
         data = dict(self.extra)
         for f in fields(self):
-            if f.name != "extra":
-                data[f.name] = getattr(self, f.name)
+            value = getattr(self, f.name)
+            if f.name != "extra" and not (
+                f.name in _OMITTED_WHEN and value == _OMITTED_WHEN[f.name]
+            ):
+                data[f.name] = value
         return data
 
     def to_json(self) -> str:
@@ -210,21 +232,6 @@ def readable(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
-MAX_ERROR = 8192  # characters of an error kept in a task hash or event
-
-
-def redacted(text: str, env: Mapping[str, str] | None = None) -> str:
-    """``text`` without the value of any secret the process holds in its environment
-    (``*_API_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD`` of 8+ characters), and cut to
-    ``MAX_ERROR`` characters: what goes into errors and events that others read."""
-    env = os.environ if env is None else env
-    for name, value in env.items():
-        if len(value) >= 8 and name.upper().endswith(SECRET_SUFFIXES) and value in text:
-            text = text.replace(value, "***")
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
 
 
 def describe(exc: BaseException) -> str:
@@ -290,6 +297,11 @@ class TaskResult:
     @property
     def created_at(self) -> float | None:
         return _optional_float(self.extra.get("created_at"))
+
+    @property
+    def traceback(self) -> str:
+        """The last failed attempt's traceback, as the worker kept it (bounded)."""
+        return self.extra.get("traceback", "")
 
     @property
     def error_summary(self) -> str:

@@ -8,11 +8,13 @@ itself learns it from :class:`RunInterrupted`.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
-from orbiter_sync.models import TaskStatus, describe, encode_result, readable, redacted
+from orbiter_sync.models import TaskStatus, describe, encode_result, readable
+from orbiter_sync.redaction import redacted
 
 
 class StopReason(StrEnum):
@@ -63,6 +65,8 @@ class Outcome:
     """Why a run was released (shown in the recoverable event readers get)."""
     retry_after: float = 0.0
     """Seconds the next attempt waits at least (a provider's Retry-After), if retried."""
+    traceback: str = ""
+    """The failed attempt's traceback, its last frames, bounded and redacted."""
 
     @classmethod
     def completed(cls, result: dict[str, Any]) -> Outcome:
@@ -78,12 +82,15 @@ class Outcome:
         # is empty); the class is kept beside it
         name = type(exc).__name__
         error = readable(redacted(describe(exc) or name))
-        return cls(kind, error=error, error_type=name, retry_after=retry_after)
+        trace = readable(redacted(_traceback_of(exc)))
+        return cls(kind, error=error, error_type=name, retry_after=retry_after, traceback=trace)
 
     @classmethod
-    def timed_out(cls, seconds: float) -> Outcome:
+    def timed_out(cls, seconds: float, *, retryable: bool = False) -> Outcome:
+        """A run stopped at its timeout: failed for good unless its task asked for
+        timeouts to be retried (an LLM run that timed out once would pay again)."""
         return cls(
-            OutcomeKind.TIMED_OUT,
+            OutcomeKind.TIMED_OUT if retryable else OutcomeKind.FAILED_FOR_GOOD,
             error=f"timed out after {seconds:g}s",
             error_type="TimeoutError",
         )
@@ -101,13 +108,15 @@ class Outcome:
         return cls(OutcomeKind.LOST)
 
     @classmethod
-    def stopped(cls, reason: StopReason, timeout_seconds: float) -> Outcome:
+    def stopped(
+        cls, reason: StopReason, timeout_seconds: float, *, retry_timeouts: bool = False
+    ) -> Outcome:
         """The outcome of a run stopped from outside for ``reason``."""
         match reason:
             case StopReason.CANCELLED:
                 return cls.cancelled()
             case StopReason.TIMEOUT:
-                return cls.timed_out(timeout_seconds)
+                return cls.timed_out(timeout_seconds, retryable=retry_timeouts)
             case StopReason.SHUTDOWN:
                 return cls.released()
             case StopReason.LOST:
@@ -128,3 +137,13 @@ class Settled:
     @property
     def written(self) -> bool:
         return self.verdict == "settled"
+
+
+def _traceback_of(exc: BaseException, frames: int = 12, most: int = 4096) -> str:
+    """The end of ``exc``'s traceback: where it was raised, which is what a reader needs."""
+    try:
+        lines = traceback.format_exception(exc, limit=-frames)
+    except Exception:  # noqa: BLE001 - an exception whose traceback cannot be formatted
+        return ""
+    text = "".join(lines)
+    return text if len(text) <= most else "…" + text[-(most - 1) :]

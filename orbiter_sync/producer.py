@@ -23,9 +23,13 @@ from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueUser
 logger = logging.getLogger(__name__)
 
 SUBMIT_BATCH = 500  # submits sent in one pipeline by submit_many
+MAX_DELAY = 30 * 24 * 3600.0  # a task delayed further is a schedule, which this is not
 
 
-def _check(payload: TaskPayload) -> None:
+def check_submit(payload: TaskPayload, delay: float = 0.0) -> None:
+    """``ValidationError`` for what a submit refuses beyond the payload's own checks."""
+    if not 0 <= delay <= MAX_DELAY:
+        raise ValidationError("delay", f"must be from 0 to {MAX_DELAY:g} seconds, got {delay!r}")
     if payload.timeout_seconds > MAX_TIMEOUT_SECONDS:
         raise ValidationError(
             "timeout_seconds",
@@ -49,15 +53,16 @@ class TaskProducer(QueueUser):
     def queue_name(self) -> str:
         return self.settings.name
 
-    def submit(self, payload: TaskPayload) -> str:
+    def submit(self, payload: TaskPayload, *, delay: float = 0.0) -> str:
         """Queue ``payload``: pending hash, index entry and stream entry, all or nothing,
-        in one round trip.
+        in one round trip; with ``delay`` (seconds), it waits pending in the delayed set
+        until then, and the workers queue it when it is due.
 
         Idempotent: submitting a task id that already has a hash queues nothing more.
         A ``timeout_seconds`` over 7 days is refused (``ValidationError``).
         """
-        _check(payload)
-        keys_, args = self._submit_call(payload)
+        check_submit(payload, delay)
+        keys_, args = self._submit_call(payload, delay)
         added = self._retry.call(self._submit, keys=keys_, args=args)
         if added:
             logger.debug("task %s submitted to %s", payload.task_id, self.settings.name)
@@ -79,18 +84,21 @@ class TaskProducer(QueueUser):
         """
         batch = list(payloads)
         for payload in batch:
-            _check(payload)
+            check_submit(payload)
         queued = 0
         for start in range(0, len(batch), SUBMIT_BATCH):
             queued += self._retry.call(self._submit_batch, batch[start : start + SUBMIT_BATCH])
         logger.debug("%d of %d tasks queued on %s", queued, len(batch), self.settings.name)
         return [payload.task_id for payload in batch]
 
-    def _submit_call(self, payload: TaskPayload) -> tuple[list[str], list[str | int]]:
-        s = self.settings
+    def _submit_call(
+        self, payload: TaskPayload, delay: float = 0.0
+    ) -> tuple[list[str], list[str | int]]:
+        s, now = self.settings, time.time()
+        due = repr(now + delay) if delay > 0 else ""
         return (
-            [s.task_key(payload.task_id), s.index_key, s.name],
-            [payload.task_id, payload.to_json(), s.task_ttl, repr(time.time())],
+            [s.task_key(payload.task_id), s.index_key, s.name, s.delayed_key],
+            [payload.task_id, payload.to_json(), s.task_ttl, repr(now), due],
         )
 
     def _submit_batch(self, batch: list[TaskPayload]) -> int:

@@ -7,6 +7,8 @@ their backoff, scored by due time) and ``{queue}:dead`` (dead letters).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,7 @@ import tenacity
 
 from orbiter_sync import keys
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
+from orbiter_sync.env import EVENTS_TTL_ENV, RESULT_TTL_ENV
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.models import TaskPayload
 
@@ -23,6 +26,22 @@ DEFAULT_MAX_DELIVERIES = 5
 DEFAULT_VISIBILITY_TIMEOUT = 60.0
 DEFAULT_TASK_TTL = 86400
 DEFAULT_EVENT_TTL = 3600
+
+
+def ttl_settings(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """``task_ttl`` and ``event_ttl`` from ``ORBITER_RESULT_TTL`` and ``ORBITER_EVENTS_TTL``
+    (seconds; those not set keep their defaults), read by clients and workers alike."""
+    env = os.environ if env is None else env
+    found = {}
+    for name, var in (("task_ttl", RESULT_TTL_ENV), ("event_ttl", EVENTS_TTL_ENV)):
+        raw = env.get(var, "").strip()
+        if raw:
+            if not raw.isdigit() or int(raw) < 1:
+                raise ConfigurationError(f"{var} must be a whole number of seconds, got {raw!r}")
+            found[name] = int(raw)
+    return found
+
+
 MAX_BACKOFF = 60.0
 MAX_TIMEOUT_SECONDS = 7 * 86400.0  # submit refuses more; a worker clamps what others queue
 
@@ -87,11 +106,15 @@ class QueueSettings:
     def task_key(self, task_id: str) -> str:
         return keys.task_hash(task_id, self.task_prefix)
 
-    def backoffs(self, at_least: float = 0.0) -> list[float]:
-        """Seconds to wait before retry 1, 2, ... ``max_retries``; each at least ``at_least``
-        (what a provider's Retry-After asked for)."""
+    def retries_of(self, asked: int | None) -> int:
+        """The retries a task gets: what its payload asked for, else ``max_retries``."""
+        return self.max_retries if asked is None else asked
+
+    def backoffs(self, at_least: float = 0.0, retries: int | None = None) -> list[float]:
+        """Seconds to wait before retry 1, 2, ... ``retries`` (default ``max_retries``);
+        each at least ``at_least`` (what a provider's Retry-After asked for)."""
         delays = []
-        for attempt in range(1, self.max_retries + 1):
+        for attempt in range(1, self.retries_of(retries) + 1):
             state = tenacity.RetryCallState(
                 retry_object=tenacity.Retrying(), fn=None, args=(), kwargs={}
             )

@@ -16,8 +16,10 @@ from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.executors.base import check_executor
 from orbiter_sync.pools import check_pool
 from orbiter_sync.queue import (
+    DEFAULT_EVENT_TTL,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_TASK_TTL,
     DEFAULT_VISIBILITY_TIMEOUT,
     QueueSettings,
     exponential_backoff,
@@ -55,6 +57,10 @@ class WorkerSettings:
     prefetch: int = 8
     """Most tasks claimed ahead of the free slots; only as many as the worker finishes
     in 50 ms, so long runs are never held back from other workers (0: none)."""
+    result_ttl: int = DEFAULT_TASK_TTL
+    """Seconds a task's hash (its status and result) is kept after it was last written."""
+    events_ttl: int = DEFAULT_EVENT_TTL
+    """Seconds a task's event stream is kept after its last event."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_imports", tuple(self.allow_imports))
@@ -72,6 +78,8 @@ class WorkerSettings:
             raise ConfigurationError(f"prefetch must not be negative, got {self.prefetch}")
         if self.max_retries < 0 or self.max_deliveries < 1:
             raise ConfigurationError("max_retries must be >= 0 and max_deliveries >= 1")
+        if self.result_ttl < 1 or self.events_ttl < 1:
+            raise ConfigurationError("result_ttl and events_ttl must be at least 1 second")
         check_executor(self.executor)
         check_pool(self.pool)
 
@@ -92,6 +100,8 @@ class WorkerSettings:
             max_deliveries=self.max_deliveries,
             visibility_timeout=self.visibility_timeout,
             retry_backoff=exponential_backoff(self.retry_backoff),
+            task_ttl=self.result_ttl,
+            event_ttl=self.events_ttl,
         )
 
 
@@ -111,3 +121,5 @@ class WorkerOptions(TypedDict, total=False):
     retry_backoff: float
     claim_timeout: float
     prefetch: int
+    result_ttl: int
+    events_ttl: int

@@ -188,7 +188,9 @@ class Slot:
             result = self.executor.execute(payload, context)
             control.check()  # a plain function that ran past its timeout, say
         except RunInterrupted as stop:
-            return Outcome.stopped(stop.reason, payload.timeout_seconds)
+            return Outcome.stopped(
+                stop.reason, payload.timeout_seconds, retry_timeouts=payload.retry_timeouts
+            )
         except AgentConfigError as exc:
             return Outcome.failed(exc, retryable=False)
         except RetryLaterError as exc:
@@ -219,12 +221,13 @@ class Slot:
         elif outcome.kind.is_failure:
             log = logger.warning if settled.status == "retrying" else logger.error
             log(
-                "worker %s: task %s %s (%s): %s",
+                "worker %s: task %s %s (%s): %s%s",
                 self.worker_id,
                 task_id,
                 outcome.kind,
                 settled.status,
                 f"{outcome.error_type}: {outcome.error}",
+                f"\n{outcome.traceback}".rstrip() if outcome.traceback else "",
             )
         else:
             logger.info(

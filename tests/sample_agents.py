@@ -12,6 +12,8 @@ from typing import Any
 
 import redis
 
+import orbiter_sync
+
 
 def echo(input: str) -> str:
     return f"echo: {input}"
@@ -161,3 +163,9 @@ def legacy_events(input: str) -> Iterator[dict[str, Any] | str]:
            "result": {"found": 2}}  # fmt: skip
     yield {"type": "status", "status": "completed", "message": "lookup"}  # not the end yet
     yield "done"
+
+
+@orbiter_sync.agent(max_retries=0, timeout=20, name="shouter")
+def shout(input: str, task_id: str) -> str:
+    """An agent defined in the app with @agent, and its own submit defaults."""
+    return input.upper()

@@ -138,6 +138,7 @@ def test_begin_moves_the_task_to_running_with_its_event(
         "type": "status",
         "status": "running",
         "message": "running on w1",
+        "attempt": 1,
         "agent_name": "",
     }
 

@@ -110,16 +110,17 @@ def test_a_config_that_can_never_run_fails_for_good(
     assert terminal_events(r, payload.task_id) == ["error"]
 
 
-def test_a_timeout_is_a_failed_attempt(
-    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis
+@pytest.mark.parametrize(("retryable", "status"), [(False, "failed"), (True, "retrying")])
+def test_a_timeout_fails_for_good_unless_its_task_asked_for_retries(
+    producer: TaskProducer, consumer: TaskConsumer, r: redis.Redis, retryable: bool, status: str
 ) -> None:
-    payload = TaskPayload(input="x")
+    payload = TaskPayload(input="x", retry_timeouts=retryable)
     producer.submit(payload)
     delivery = claim_and_begin(consumer)
 
-    settled = consumer.settle(delivery, Outcome.timed_out(0.5))
+    settled = consumer.settle(delivery, Outcome.timed_out(0.5, retryable=retryable))
 
-    assert settled.status == "retrying"
+    assert settled.status == status
     assert r.hmget(f"orbiter:task:{payload.task_id}", "error", "error_type") == [
         "timed out after 0.5s",
         "TimeoutError",

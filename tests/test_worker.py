@@ -76,20 +76,27 @@ def test_cancel_of_running_and_pending_tasks(
     assert distributed(agent("echo"), "next", redis_url=redis_url).result(timeout=10)
 
 
-def test_timeout_fails_and_follows_the_retry_rules(
+def test_timeout_fails_for_good_unless_the_task_asks_for_retries(
     redis_url: str, r: redis.Redis, spawn_worker: Spawn
 ) -> None:
     spawn_worker(redis_url)
-    handle = distributed(agent("sleepy"), "30", redis_url=redis_url, timeout=0.3)
+    once = distributed(agent("sleepy"), "30", redis_url=redis_url, timeout=0.3)
+    again = distributed(
+        agent("sleepy"), "30", redis_url=redis_url, timeout=0.3, retry_timeouts=True
+    )
 
-    with pytest.raises(TaskFailedError, match="timed out after 0.3s"):
-        handle.result(timeout=30)
+    for handle in (once, again):
+        with pytest.raises(TaskFailedError, match="timed out after 0.3s"):
+            handle.result(timeout=30)
 
-    state = handle.status()
-    assert state is not None and state.retries == 3
-    events = [e.to_dict() for e in handle.stream(timeout=5)]
+    # a timed-out run is not paid for again unless asked
+    assert [h.status().retries for h in (once, again)] == [0, 3]  # type: ignore[union-attr]
+    events = [e.to_dict() for e in again.stream(timeout=5)]
     assert sum(1 for e in events if e["type"] == "error" and e["recoverable"]) == 3
     assert events[-1]["status"] == "error"
+    # each attempt opens with its number, so a UI can start its transcript again
+    running = [e["attempt"] for e in events if e.get("status") == "running"]
+    assert running == [1, 2, 3, 4]
 
 
 def test_no_reader_sees_failed_for_a_task_that_will_run_again(

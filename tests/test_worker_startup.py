@@ -93,3 +93,19 @@ def test_an_empty_allowlist_starts_and_says_so(start: object, redis_url: str) ->
     process = start()  # type: ignore[operator]
     banner = banner_of(process, redis_url)
     assert "imports:     none (only LLM agent dicts can run" in banner
+
+
+def test_id_file_lets_a_health_check_find_the_worker(
+    start: object, redis_url: str, tmp_path: Path
+) -> None:
+    id_file = tmp_path / "worker-id"
+    process = start("--id-file", str(id_file), "--worker-id", "box-1")  # type: ignore[operator]
+    wait_for(id_file.exists, timeout=15)
+    assert id_file.read_text() == "box-1\n"
+    check = [CLI, "health", "--id-file", str(id_file), "--redis-url", redis_url]
+    wait_for(lambda: subprocess.run(check, capture_output=True).returncode == 0, timeout=15)
+    # stopped, it takes its file with it: the check then fails as it should
+    process.terminate()
+    process.communicate(timeout=15)
+    assert not id_file.exists()
+    assert subprocess.run(check, capture_output=True).returncode == 2

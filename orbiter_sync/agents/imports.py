@@ -202,3 +202,23 @@ def _static_attribute(obj: Any, name: str) -> Any:
         except (AttributeError, TypeError):
             return None
     return value
+
+
+def entrypoint_path(function: Any) -> str:
+    """``module:name`` of a module-level function; ``ValueError`` for what a worker could
+    never import (a lambda, a nested function, a method, ``__main__``)."""
+    target = getattr(function, "__wrapped__", function)
+    if type(target) is not types.FunctionType:
+        raise ValueError(f"an agent must be a module-level function, got {type(target).__name__}")
+    module, qualname = target.__module__, target.__qualname__
+    if "<" in qualname or "." in qualname:
+        raise ValueError(
+            f"{qualname} is not a module-level function: a worker imports agents by "
+            "module and name (define it at the top level of a module)"
+        )
+    if module == "__main__":
+        raise ValueError(
+            f"{qualname} is defined in __main__ (the script being run), which a worker "
+            "cannot import: move it into a module"
+        )
+    return f"{module}:{qualname}"

@@ -20,7 +20,8 @@ from __future__ import annotations
 from pydantic_ai import exceptions as x
 
 from orbiter_sync.errors import AgentConfigError, ModelRefusedError, RetryLaterError
-from orbiter_sync.models import describe, redacted
+from orbiter_sync.models import describe
+from orbiter_sync.redaction import redacted
 
 _REFUSED = (x.ModelRequestRejectedError, x.ModelQuotaExceededError)
 # 4xx answers that another try may not get: a timeout, a conflict, "too early"

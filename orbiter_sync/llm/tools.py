@@ -33,7 +33,8 @@ from pydantic_ai.toolsets import WrapperToolset
 
 from orbiter_sync.agents.imports import ImportPolicy, import_allowed, split_path
 from orbiter_sync.errors import AgentConfigError, ImportNotAllowedError
-from orbiter_sync.models import describe, redacted
+from orbiter_sync.models import describe
+from orbiter_sync.redaction import redacted
 
 _TOOL_ATTRIBUTES = ("name", "parameters", "execute")
 

@@ -47,6 +47,7 @@
 -- ARGV[18] backoffs      JSON list: seconds to wait before retry 1, 2, ...
 -- ARGV[19] error type    the exception's class name (failed, retry), kept beside the
 --                         error, which is str(exc) as the async worker writes it
+-- ARGV[20] traceback     the attempt's traceback, bounded ('' when there is none)
 -- Returns {verdict, status}: verdict `settled`, `lost` (another consumer holds the
 -- entry) or `gone` (nobody does, and not through this call); status is the task's
 -- status afterwards.
@@ -75,6 +76,7 @@ local agent_name = ARGV[16]
 local max_retries = tonumber(ARGV[17])
 local backoffs = cjson.decode(ARGV[18])
 local error_type = ARGV[19]
+local trace = ARGV[20]
 
 --- @include "status"
 --- @include "events"
@@ -113,7 +115,8 @@ if outcome == 'retry' then
   if retries < max_retries and may_become(current, 'retrying') then
     retries = retries + 1
     set_status(task_key, index_key, task_id, 'retrying', task_ttl,
-               {'retries', retries, 'error', error_text, 'error_type', error_type})
+               {'retries', retries, 'error', error_text, 'error_type', error_type,
+                'traceback', trace})
     append_event(stream, event_channel, event_ttl, recoverable_event, eid)
     local delay = tonumber(backoffs[retries] or backoffs[#backoffs]) or 0
     redis.call('ZADD', delayed, tonumber(now) + delay, payload)
@@ -133,12 +136,14 @@ local fields
 if outcome == 'completed' then
   fields = {'result', result, 'completed_at', now}
 elseif outcome == 'failed' then
-  fields = {'error', error_text, 'error_type', error_type, 'completed_at', now}
+  fields = {'error', error_text, 'error_type', error_type, 'traceback', trace,
+            'completed_at', now}
   message = error_type ~= '' and (error_type .. ': ' .. error_text) or error_text
 else
   fields = {'completed_at', now}
 end
-local status = set_status(task_key, index_key, task_id, outcome, task_ttl, fields)
+local status, written = set_status(task_key, index_key, task_id, outcome, task_ttl, fields)
+if not written then message = '' end  -- it ended meanwhile (cancelled): not with this error
 ack_and_delete(queue, group, entry_id)
 end_stream(stream, event_channel, event_ttl, status, message, agent_name, eid)
 return {'settled', status}
