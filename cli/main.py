@@ -10,6 +10,7 @@ import click
 from orbiter_sync import __version__
 
 from .common import OrbiterGroup
+from .dead_letters import dead_letters_group
 from .demo import demo
 from .fleet import health, worker_group
 from .queue import queue_group
@@ -35,7 +36,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (start, worker_group, task_group, queue_group, health, demo):
+for command in (start, worker_group, task_group, queue_group, dead_letters_group, health, demo):
     cli.add_command(command)
 
 

@@ -66,11 +66,20 @@ def list_tasks(status: str | None, limit: int, redis_url: str | None, as_json: b
     finally:
         target.close()
     if as_json:
-        echo_json([t.to_dict() for t in tasks])
+        echo_json([task_dict(t) for t in tasks])
     elif not tasks:
         click.echo(f"No {status} tasks." if status else "No tasks.")
     else:
         echo_table((task_row(t) for t in tasks), TASK_COLUMNS)
+
+
+def task_dict(task: TaskResult) -> dict[str, Any]:
+    """A task as ``--json`` prints it: times as float unix seconds (None when unknown),
+    counts as numbers; ``created_at`` is kept as text in the hash, so it is parsed here."""
+    data = task.to_dict()
+    data["created_at"] = task.created_at
+    data["duration"] = task.duration
+    return data
 
 
 def task_row(task: TaskResult) -> list[object]:
@@ -99,7 +108,7 @@ def task_status(task_id: str, redis_url: str | None, as_json: bool) -> None:
     if task is None:
         raise TaskNotFoundError(task_id)
     if as_json:
-        echo_json(task.to_dict())
+        echo_json(task_dict(task))
         return
     rows: list[tuple[str, object]] = [
         ("Task ID", task.task_id),
@@ -121,20 +130,28 @@ def task_status(task_id: str, redis_url: str | None, as_json: bool) -> None:
 @click.argument("task_id")
 @redis_option
 def cancel_task(task_id: str, redis_url: str | None) -> None:
-    """Cancel a pending, retrying or running task (exit 1 if it has already ended)."""
+    """Cancel a pending, retrying or running task.
+
+    Exit 0 when the task is cancelled (now, or already before: cancelling is
+    idempotent), 1 when it is unknown or already completed or failed.
+    """
     target = Target(redis_url)
     try:
         before = target.store.get_status(task_id)
         if before is None:
             raise TaskNotFoundError(task_id)
-        if before.status.is_terminal or not target.producer.cancel(task_id):
+        # One rule with TaskHandle.cancel(), which returns this same answer: True when
+        # the task is cancelled afterwards, False when it ended otherwise.
+        if not target.producer.cancel(task_id):
             after = target.store.get_status(task_id) or before
             raise click.ClickException(
                 f"task {task_id} is already {after.status.value}; nothing to cancel"
             )
     finally:
         target.close()
-    if before.status == TaskStatus.RUNNING:
+    if before.status == TaskStatus.CANCELLED:
+        click.echo(f"Task {task_id} is already cancelled; nothing more to do.")
+    elif before.status == TaskStatus.RUNNING:
         click.echo(
             f"Cancelled task {task_id}; worker {before.worker_id or '?'} stops its run at once."
         )

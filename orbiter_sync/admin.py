@@ -1,15 +1,33 @@
-"""Admin reads of a queue: its stats and its dead letters (the CLI and exporters use them).
+"""Admin of a queue: its stats, and its dead letters (list, requeue, purge).
 
-Nothing here writes: reading a queue's state is safe from anywhere, at any time.
+Reading a queue's state is safe from anywhere, at any time. The writes are an
+operator's, on dead letters only: a requeue puts a dead letter's payload back on
+the queue through :meth:`TaskProducer.submit` (the path every submit takes, so the
+task gets a fresh ``pending`` hash, index entry and stream entry) and deletes the
+dead letter only once that succeeded; a purge deletes dead letters.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
-from orbiter_sync.queue import QueueUser
+import redis
+
+from orbiter_sync import keys
+from orbiter_sync.errors import DeadLetterError, ValidationError
+from orbiter_sync.models import TaskPayload, TaskStatus
+from orbiter_sync.producer import TaskProducer
+from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueUser
+
+STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+REQUEUE_BATCH = 100  # dead letters read per round trip by requeue_dead_letters
+WATCH_ATTEMPTS = 5  # a task hash changing under a requeue this often is left alone
 
 
 @dataclass(frozen=True)
@@ -33,8 +51,96 @@ class QueueStats:
         return asdict(self)
 
 
+def _finite(value: object) -> float | None:
+    try:
+        number = float(str(value)[:64]) if value not in (None, "") else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One entry of the dead-letter stream ``{queue}:dead``, as ``dead_letter.lua`` wrote it."""
+
+    id: str
+    """The dead letter's own stream id (what a requeue names)."""
+    entry_id: str
+    """The id the entry had on the queue."""
+    task_id: str
+    """"" when no valid task id could be read from the entry."""
+    reason: str
+    worker_id: str
+    dead_at: float
+    """Unix time it was dead-lettered (the stream id's time when the field is unreadable)."""
+    entry_length: int
+    """Characters of the whole entry (its fields as JSON); ``entry`` keeps at most 64 KiB."""
+    entry: str = field(repr=False)
+
+    @classmethod
+    def from_fields(cls, letter_id: str, fields: dict[str, str]) -> DeadLetter:
+        entry = fields.get("entry") or ""
+        length = _finite(fields.get("entry_length"))
+        dead_at = _finite(fields.get("dead_at"))
+        if dead_at is None or dead_at <= 0:
+            dead_at = int(letter_id.split("-")[0]) / 1000
+        return cls(
+            id=letter_id,
+            entry_id=fields.get("entry_id") or "",
+            task_id=fields.get("task_id") or "",
+            reason=fields.get("reason") or "",
+            worker_id=fields.get("worker_id") or "",
+            dead_at=dead_at,
+            entry_length=len(entry) if length is None or length < 0 else int(length),
+            entry=entry,
+        )
+
+    @property
+    def truncated(self) -> bool:
+        """True when ``entry`` holds only a prefix of what was dead-lettered."""
+        return len(self.entry) < self.entry_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "truncated": self.truncated}
+
+    def payload(self) -> TaskPayload:
+        """The task this dead letter held, decoded as a worker would; ``DeadLetterError``
+        saying why when it cannot be."""
+        problem = f"dead letter {self.id} cannot be requeued"
+        if self.truncated:
+            raise DeadLetterError(f"{problem}: it keeps only the first {len(self.entry)} of "
+                                  f"the entry's {self.entry_length} characters")  # fmt: skip
+        try:
+            fields = json.loads(self.entry)
+        except (ValueError, RecursionError):
+            raise DeadLetterError(f"{problem}: its entry is not JSON") from None
+        raw = fields.get("payload") if isinstance(fields, dict) else None
+        if not isinstance(raw, str):
+            raise DeadLetterError(f"{problem}: its entry has no payload field")
+        try:
+            payload = TaskPayload.from_json(raw)
+        except ValidationError as exc:
+            raise DeadLetterError(f"{problem}: its payload cannot be decoded ({exc})") from None
+        if payload.timeout_seconds > MAX_TIMEOUT_SECONDS:
+            raise DeadLetterError(f"{problem}: its timeout_seconds is over 7 days")
+        return payload
+
+
+@dataclass(frozen=True)
+class RequeueReport:
+    """What :meth:`QueueAdmin.requeue_dead_letters` did."""
+
+    requeued: list[DeadLetter] = field(default_factory=list)
+    kept: list[tuple[DeadLetter, str]] = field(default_factory=list)
+    """Dead letters left in place, each with why."""
+
+
 class QueueAdmin(QueueUser):
-    """Reads the state of one queue."""
+    """Reads the state of one queue, and requeues or purges its dead letters."""
+
+    @cached_property
+    def _producer(self) -> TaskProducer:
+        return TaskProducer(settings=self.settings, client=self._client, retry=self._retry)
 
     def stats(self) -> QueueStats:
         """Length, pending entries, lag, oldest pending age, dead letters and delayed retries."""
@@ -72,8 +178,123 @@ class QueueAdmin(QueueUser):
         )
 
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
-        """The newest dead letters, newest first, each with its ``id``."""
+        """The newest dead letters, newest first, each with its ``id`` (raw fields)."""
         rows: Any = self._retry.call(
             self._client.xrevrange, self.settings.dead_letter_key, count=count
         )
         return [{"id": entry_id, **fields} for entry_id, fields in rows]
+
+    # -- dead letters, decoded -----------------------------------------------------------
+
+    def dead_letter_count(self) -> int:
+        return int(self._retry.call(self._client.xlen, self.settings.dead_letter_key))
+
+    def dead_letter_entries(self, limit: int = 50) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters, newest first."""
+        rows: Any = self._retry.call(
+            self._client.xrevrange, self.settings.dead_letter_key, count=limit
+        )
+        return [DeadLetter.from_fields(letter_id, fields) for letter_id, fields in rows]
+
+    def dead_letter(self, letter_id: str) -> DeadLetter | None:
+        """One dead letter by its id, or None."""
+        _check_id(letter_id)
+        rows: Any = self._retry.call(
+            self._client.xrange, self.settings.dead_letter_key, letter_id, letter_id
+        )
+        return DeadLetter.from_fields(*rows[0]) if rows else None
+
+    def requeue_dead_letter(self, letter_id: str) -> DeadLetter:
+        """Put dead letter ``letter_id``'s payload back on the queue as a new entry, under
+        the same task id, then delete the dead letter; returns it.
+
+        The task's old hash and event stream go first (only when the task has ended: a
+        live task is refused), so the submit writes a fresh ``pending`` status, as a
+        first submit does. ``DeadLetterError`` (the dead letter kept) when it is unknown,
+        cannot be decoded, or its task is pending, retrying or running.
+        """
+        letter = self.dead_letter(letter_id)
+        if letter is None:
+            raise DeadLetterError(f"no dead letter {letter_id} in {self.settings.dead_letter_key}")
+        self._requeue(letter)
+        return letter
+
+    def requeue_dead_letters(self) -> RequeueReport:
+        """Requeue every dead letter there is now, oldest first; those that cannot be
+        requeued are kept and reported. A Redis error stops it (what was done stays)."""
+        key = self.settings.dead_letter_key
+        last: Any = self._retry.call(self._client.xrevrange, key, count=1)
+        report = RequeueReport()
+        if not last:
+            return report
+        cursor = "-"
+        while True:
+            rows: Any = self._retry.call(
+                self._client.xrange, key, cursor, last[0][0], count=REQUEUE_BATCH
+            )
+            for letter_id, fields in rows:
+                letter = DeadLetter.from_fields(letter_id, fields)
+                try:
+                    self._requeue(letter)
+                except DeadLetterError as exc:
+                    report.kept.append((letter, str(exc)))
+                else:
+                    report.requeued.append(letter)
+            if len(rows) < REQUEUE_BATCH:
+                return report
+            cursor = f"({rows[-1][0]}"
+
+    def purge_dead_letters(self, older_than: float | None = None) -> int:
+        """Delete every dead letter, or those dead-lettered over ``older_than`` seconds ago
+        (by Redis's clock, which stamped them); returns how many went."""
+        key = self.settings.dead_letter_key
+        if older_than is None:
+            return int(self._retry.call(self._client.xtrim, key, maxlen=0, approximate=False))
+        seconds, micros = self._retry.call(self._client.time)
+        cutoff_ms = max(0, int((seconds + micros / 1e6 - older_than) * 1000))
+        return int(
+            self._retry.call(self._client.xtrim, key, minid=f"{cutoff_ms}-0", approximate=False)
+        )
+
+    def _requeue(self, letter: DeadLetter) -> None:
+        payload = letter.payload()
+        self._retry.call(self._forget_ended_task, letter, payload.task_id)
+        self._producer.submit(payload)
+        # Only now: a failure above leaves the dead letter to requeue again.
+        self._retry.call(self._client.xdel, self.settings.dead_letter_key, letter.id)
+
+    def _forget_ended_task(self, letter: DeadLetter, task_id: str) -> None:
+        """Delete the task's hash and event stream when it has ended (or has none), so
+        that the submit starts it afresh; refuse when it is live (already requeued, say)."""
+        task_key = self.settings.task_key(task_id)
+        for _ in range(WATCH_ATTEMPTS):
+            with self._client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(task_key)  # type: ignore[no-untyped-call]
+                    kind: Any = pipe.type(task_key)
+                    if kind not in ("none", "hash"):
+                        raise DeadLetterError(
+                            f"dead letter {letter.id} cannot be requeued: "
+                            f"{task_key} is a {kind}, not a task hash"
+                        )
+                    raw: Any = pipe.hget(task_key, "status")
+                    status = TaskStatus.parse(raw) if isinstance(raw, str) else None
+                    if kind == "hash" and not (status and status.is_terminal):
+                        raise DeadLetterError(
+                            f"dead letter {letter.id} cannot be requeued: task {task_id} is "
+                            f"{raw or 'without a status'}, not ended (requeued already?)"
+                        )
+                    pipe.multi()
+                    pipe.delete(task_key, keys.event_stream(task_id))
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+        raise DeadLetterError(
+            f"dead letter {letter.id} not requeued: task {task_id} kept changing meanwhile"
+        )
+
+
+def _check_id(letter_id: str) -> None:
+    if not STREAM_ID.fullmatch(letter_id):
+        raise ValidationError("id", f"not a stream entry id: {letter_id!r} (like 1700000000000-0)")

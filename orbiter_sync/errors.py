@@ -16,6 +16,7 @@ Every error the library raises on purpose derives from :class:`OrbiterError`, so
      |    +-- ImportNotAllowedError  it names what the import allowlist does not allow
      |    +-- ModelRefusedError    the model provider refused for good (401/403, unknown model)
      +-- RetryLaterError           a failed attempt to retry no sooner than ``retry_after`` (429)
+ +-- DeadLetterError           a dead letter that cannot be requeued (it is kept)
      +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
 
 Not errors, and not here: ``RunInterrupted`` (outcome.py, beside ``StopReason``),
@@ -133,3 +134,8 @@ class RetryLaterError(OrbiterError):
     def __init__(self, message: str, retry_after: float) -> None:
         self.retry_after = 0.0 if math.isnan(retry_after) else min(max(retry_after, 0.0), self.MOST)
         super().__init__(message)
+
+
+class DeadLetterError(OrbiterError):
+    """A dead letter that cannot be requeued (unknown, undecodable, or its task is live);
+    the dead letter is kept."""

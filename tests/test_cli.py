@@ -124,7 +124,7 @@ def test_health_exit_codes(redis_url: str, r: redis.Redis, spawn_worker: Spawn) 
     assert unknown.stdout.startswith("unhealthy: no heartbeat")
     report = json.loads(run("health", "live", "--redis-url", redis_url, "--json").stdout)
     assert report["status"] == "healthy"
-    assert report["metadata"]["concurrency"] == "1"
+    assert report["metadata"]["concurrency"] == 1  # a number, as in worker list --json
 
 
 def test_health_is_unhealthy_when_redis_is_unreachable() -> None:

@@ -13,6 +13,8 @@ from cli_support import HUMAN_TIME, agent, run
 from helpers import CLI, Spawn, wait_for
 
 from orbiter_sync import TaskPayload, TaskStatus, distributed
+from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.outcome import Outcome
 
 pytestmark = pytest.mark.usefixtures("no_redis_env")
 
@@ -88,13 +90,15 @@ def test_cancel_a_running_then_an_ended_task(
     first = run("task", "cancel", handle.task_id, "--redis-url", redis_url)
     second = run("task", "cancel", handle.task_id, "--redis-url", redis_url)
 
-    # Then the run stops and the second cancel says there is nothing to do
+    # Then the run stops, and the second cancel says it already was (cancelling is
+    # idempotent: exit 0, as TaskHandle.cancel() returns True)
     assert first.exit_code == 0, first.output
     assert f"Cancelled task {handle.task_id}; worker w1 stops its run" in first.stdout
     wait_for(lambda: r.hget("orbiter:workers:w1", "current_task_id") == "", timeout=10)
     assert handle.status().status == TaskStatus.CANCELLED  # type: ignore[union-attr]
-    assert second.exit_code == 1
-    assert "is already cancelled; nothing to cancel" in second.stderr
+    assert second.exit_code == 0, second.output
+    assert second.stdout == f"Task {handle.task_id} is already cancelled; nothing more to do.\n"
+    assert handle.cancel() is True
     missing = run("task", "cancel", "nope", "--redis-url", redis_url)
     assert missing.exit_code == 1 and "not found" in missing.stderr
 
@@ -107,6 +111,43 @@ def test_cancel_a_pending_task(redis_url: str, r: redis.Redis) -> None:
     assert result.exit_code == 0
     assert "it was pending; it will not run" in result.stdout
     assert r.hget(f"orbiter:task:{handle.task_id}", "status") == "cancelled"
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed", "cancelled"])
+def test_the_cli_and_the_library_agree_on_cancelling_an_ended_task(
+    redis_url: str, r: redis.Redis, outcome: str
+) -> None:
+    # Given a task that has ended
+    handle = distributed(agent("echo"), "x", redis_url=redis_url)
+    if outcome == "cancelled":
+        assert handle.cancel() is True
+    else:
+        consumer = TaskConsumer(redis_url, "w1")
+        delivery = consumer.claim(timeout=1)
+        assert delivery is not None and consumer.begin(delivery)
+        error = Outcome.failed(RuntimeError("boom"), retryable=False)
+        consumer.settle(delivery, Outcome.completed({"output": 1}) if outcome == "completed"
+                        else error)  # fmt: skip
+        consumer.close()
+    key, events = f"orbiter:task:{handle.task_id}", f"orbiter:stream:{handle.task_id}"
+    before, event_count = r.hgetall(key), r.xlen(events)
+
+    # When it is cancelled through the CLI and through its handle
+    result = run("task", "cancel", handle.task_id, "--redis-url", redis_url)
+    answer = handle.cancel()
+
+    # Then nothing changes, and both say so the same way: a cancelled task is cancelled
+    # (exit 0, True); a completed or failed one cannot be (exit 1, False)
+    assert r.hgetall(key) == before and r.xlen(events) == event_count
+    if outcome == "cancelled":
+        assert (result.exit_code, answer) == (0, True)
+        assert result.stdout == f"Task {handle.task_id} is already cancelled; nothing more to do.\n"
+    else:
+        assert (result.exit_code, answer) == (1, False)
+        assert (
+            result.stderr
+            == f"Error: task {handle.task_id} is already {outcome}; nothing to cancel\n"
+        )
 
 
 def test_submit_and_wait(redis_url: str, spawn_worker: Spawn) -> None:
