@@ -1,0 +1,1 @@
+"""``orbiter_worker``: the worker under ``manage.py``."""

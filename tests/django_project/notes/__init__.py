@@ -1,0 +1,1 @@
+"""Notes: a model, the agent that reads it, a permission hook."""
