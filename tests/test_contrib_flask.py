@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from helpers import Spawn, wait_for
 from werkzeug.serving import make_server
 
 from orbiter_sync.contrib.flask import OrbiterSync
+from orbiter_sync.embedded import EmbeddedRedis
 
 AGENTS = {"words": {"entrypoint": "sample_agents:words"}}
 
@@ -231,3 +233,20 @@ def test_a_real_http_server_answers_404_before_any_stream(server: tuple[str, int
     assert (status, content_type, body) == (404, "application/json", {"error": "no such task"})
     status, _, body = request(server, "POST", "/orbiter/tasks", {"agent": "rm", "input": ""})
     assert (status, body) == (400, {"error": "unknown agent 'rm'"})
+
+
+def test_a_view_answers_503_within_the_budget_while_redis_is_down(
+    private_redis: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an app whose Redis has gone away, and a one-second client budget
+    monkeypatch.setenv("ORBITER_CLIENT_TIMEOUT", "1")
+    client = make_app(private_redis.url)[0].test_client()
+    private_redis.stop()
+    # When a browser submits and asks for a status
+    began = time.monotonic()
+    submitted = client.post("/orbiter/tasks", json={"agent": "words", "input": "x"})
+    status = client.get("/orbiter/tasks/0123456789abcdef0123456789abcdef")
+    # Then each answers with a clear error, well before a router gives up
+    assert (submitted.status_code, status.status_code) == (503, 503)
+    assert submitted.get_json() == {"error": "the task queue is unavailable, try again later"}
+    assert time.monotonic() - began < 4.0
