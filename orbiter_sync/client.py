@@ -89,7 +89,13 @@ def _backend(redis_url: str, queue_name: str, seconds: float) -> _Backend:
             backend = _backends[(redis_url, queue_name, seconds)] = _Backend(
                 producer=TaskProducer(redis_url, settings, client=client, retry=budget.retry),
                 store=TaskStore(redis_url, client=client, retry=budget.retry),
-                subscriber=EventSubscriber(redis_url, client=client, retry=budget.retry),
+                # a blocking read must end well inside the budget's socket timeout
+                subscriber=EventSubscriber(
+                    redis_url,
+                    client=client,
+                    retry=budget.retry,
+                    block_seconds=min(1.0, budget.attempt_timeout / 2),
+                ),
             )
         return backend
 

@@ -147,3 +147,14 @@ def test_result_and_event_lifetimes_are_settings(
     handle.result(timeout=15)
     assert 0 < r.ttl(f"orbiter:task:{handle.task_id}") <= 120
     assert 0 < r.ttl(f"orbiter:stream:{handle.task_id}") <= 40
+
+
+def test_a_short_budget_still_streams_a_long_run(
+    redis_url: str, spawn_worker: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a 1 s budget means 0.5 s socket reads: blocking reads must stay inside them
+    monkeypatch.setenv("ORBITER_CLIENT_TIMEOUT", "1")
+    spawn_worker(redis_url)
+    handle = distributed(entry("sleepy"), "2", redis_url=redis_url)  # quiet for 2 s
+    events = list(handle.stream(timeout=20))
+    assert events[-1].to_dict()["status"] == "completed"
