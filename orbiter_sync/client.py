@@ -114,7 +114,8 @@ class TaskHandle:
         """``client_timeout``: seconds one call may take, retries included (see
         :func:`resolve_client_timeout`); waits for a result or events have their own ``timeout``."""
         self.task_id = task_id
-        seconds = resolve_client_timeout(client_timeout)
+        # rounded: a budget computed per request must not make a pool per request
+        seconds = round(resolve_client_timeout(client_timeout), 1) or 0.1
         self._backend = _backend(resolve_redis_url(redis_url), queue_name, seconds)
 
     def __repr__(self) -> str:
@@ -301,6 +302,9 @@ def distributed(agent: Any, input: str, **options: Unpack[RunOptions]) -> TaskHa
 def prepare_run(agent: Any, input: str, **options: Unpack[RunOptions]) -> PreparedRun:
     """Everything :func:`distributed` does but queueing: the payload is checked and its
     task id known; ``.submit()`` queues it."""
+    unknown = set(options) - set(RunOptions.__annotations__)
+    if unknown:  # a misspelt option would otherwise be dropped without a word
+        raise TypeError(f"unknown run option(s): {', '.join(sorted(unknown))}")
     agent, defaults = _agent_of(agent)
     timeout, retries = options.get("timeout"), options.get("max_retries")
     retry_timeouts = options.get("retry_timeouts")

@@ -19,13 +19,10 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
-from orbiter_sync import keys
 from orbiter_sync.agents.imports import entrypoint_path
 
 if TYPE_CHECKING:
     from orbiter_sync.client import TaskHandle
-
-DEFAULT_TIMEOUT = 300.0
 
 
 class AgentFunction:
@@ -37,9 +34,9 @@ class AgentFunction:
         *,
         name: str | None = None,
         max_retries: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        queue: str = keys.DEFAULT_QUEUE,
-        retry_timeouts: bool = False,
+        timeout: float | None = None,
+        queue: str | None = None,
+        retry_timeouts: bool | None = None,
     ) -> None:
         functools.update_wrapper(self, function)
         self.path = entrypoint_path(function)
@@ -55,6 +52,10 @@ class AgentFunction:
     def __repr__(self) -> str:
         return f"<agent {self.name} ({self.path})>"
 
+    def __reduce__(self) -> str:
+        # pickled by reference, as the function it replaces in its module would be
+        return str(self.__qualname__)  # type: ignore[attr-defined]
+
     def to_dict(self) -> dict[str, Any]:
         """The agent_config a worker runs: this function's entrypoint."""
         return {"entrypoint": self.path, "name": self.name}
@@ -67,7 +68,8 @@ class AgentFunction:
         return distributed(self, input, **options)
 
     def submit_defaults(self) -> dict[str, Any]:
-        """What ``distributed()`` uses for options the caller did not give."""
+        """What ``distributed()`` uses for options the caller did not give (None: not
+        set here, so an app's setting or the library's default applies)."""
         return {
             "max_retries": self.max_retries,
             "timeout": self.timeout,
@@ -83,9 +85,9 @@ def agent(
     *,
     name: str | None = None,
     max_retries: int | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    queue: str = keys.DEFAULT_QUEUE,
-    retry_timeouts: bool = False,
+    timeout: float | None = None,
+    queue: str | None = None,
+    retry_timeouts: bool | None = None,
 ) -> Callable[[Callable[..., Any]], AgentFunction]: ...
 def agent(
     function: Callable[..., Any] | None = None, /, **defaults: Any

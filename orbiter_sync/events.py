@@ -156,7 +156,7 @@ class StatusEvent(StreamEvent):
             raise ValidationError("status", f"unknown status {self.status!r}")
         attempt = self.attempt
         if attempt is not None and (type(attempt) is not int or not 0 < attempt < 2**31):
-            raise ValidationError("attempt", f"must be a positive integer, got {attempt!r}")
+            object.__setattr__(self, "attempt", None)  # our own extra: dropped, never the event
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()

@@ -109,6 +109,13 @@ MAX_TASK_RETRIES = 100
 _OMITTED_WHEN: dict[str, Any] = {"max_retries": None, "retry_timeouts": False}
 
 
+def _ours_fit(data: dict[str, Any]) -> bool:
+    """Whether a payload's ``max_retries`` and ``retry_timeouts`` are ours (right types)."""
+    retries, timeouts = data.get("max_retries"), data.get("retry_timeouts", False)
+    fits = retries is None or (type(retries) is int and 0 <= retries <= MAX_TASK_RETRIES)
+    return fits and isinstance(timeouts, bool)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TaskPayload:
     """One agent run, as queued on the ``payload`` field of a stream entry."""
@@ -123,8 +130,7 @@ class TaskPayload:
     created_at: float = field(default_factory=time.time)
     timeout_seconds: float = 300.0
     max_retries: int | None = None
-    """Retries of this task after a failed attempt; None: the worker's ``--max-retries``.
-    (orbiter-sync's own field: the async library ignores it, as it ignores any it lacks.)"""
+    """Retries after a failed attempt (None: the worker's ``--max-retries``); our own field."""
     retry_timeouts: bool = False
     """Whether an attempt that ran past ``timeout_seconds`` is retried (orbiter-sync's own)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -152,15 +158,11 @@ class TaskPayload:
             "timeout_seconds",
             _check_number("timeout_seconds", self.timeout_seconds, positive=True),
         )
-        if self.max_retries is not None and (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or not 0 <= self.max_retries <= MAX_TASK_RETRIES
-        ):
+        if not _ours_fit({"max_retries": self.max_retries, "retry_timeouts": self.retry_timeouts}):
             raise ValidationError(
-                "max_retries", f"must be an integer from 0 to {MAX_TASK_RETRIES}, or null"
-            )
-        _check_type("retry_timeouts", self.retry_timeouts, bool, "true or false")
+                "max_retries", f"must be an integer from 0 to {MAX_TASK_RETRIES} or null, and "
+                "retry_timeouts true or false"
+            )  # fmt: skip
         _check_type("extra", self.extra, dict, "an object")
         for name in ("agent_config", "messages", "metadata", "extra"):
             try:
@@ -193,6 +195,8 @@ class TaskPayload:
         if "task_id" not in data:
             raise ValidationError("task_id", "the payload has no task_id")
         known = {f.name for f in fields(cls)} - {"extra"}
+        if not _ours_fit(data):  # another client's field of the same name: kept, not read
+            known -= set(_OMITTED_WHEN)
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**kwargs, extra=extra)

@@ -158,3 +158,51 @@ def test_a_short_budget_still_streams_a_long_run(
     handle = distributed(entry("sleepy"), "2", redis_url=redis_url)  # quiet for 2 s
     events = list(handle.stream(timeout=20))
     assert events[-1].to_dict()["status"] == "completed"
+
+
+def test_a_cancelled_delayed_run_never_runs_even_past_its_result_ttl(
+    redis_url: str, spawn_worker: Spawn, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given hashes kept 1 s only, and a run delayed 2 s
+    monkeypatch.setenv("ORBITER_RESULT_TTL", "1")
+    spawn_worker(redis_url)
+    handle = distributed(
+        entry("counted"), "x", redis_url=redis_url, delay=2, metadata={"redis_url": redis_url}
+    )
+    assert r.ttl(f"orbiter:task:{handle.task_id}") >= 2  # it waits longer than 1 s
+    # When it is cancelled while it waits
+    assert handle.cancel()
+    # Then, once due and taken by the worker, it is acknowledged, not run
+    wait_for(lambda: r.zcard("orbiter:tasks:delayed") == 0, timeout=10)
+    wait_for(lambda: r.xlen("orbiter:tasks") == 0, timeout=10)
+    assert handle.status().status == "cancelled"  # type: ignore[union-attr]
+    assert r.get(f"test:executions:{handle.task_id}") is None
+
+
+def test_a_misspelt_option_is_refused() -> None:
+    with pytest.raises(TypeError, match="unknown run option\\(s\\): max_retry, timout"):
+        distributed(entry("echo"), "x", max_retry=0, timout=5)  # type: ignore[call-arg]
+
+
+def test_our_own_fields_of_another_clients_shape_are_kept_not_read() -> None:
+    from orbiter_sync.events import event_from_dict
+    from orbiter_sync.models import TaskPayload
+
+    # a payload whose max_retries is not ours (a float, say) still runs, field kept
+    payload = TaskPayload.from_dict({"task_id": "t1", "max_retries": 2.5, "retry_timeouts": "y"})
+    assert (payload.max_retries, payload.retry_timeouts) == (None, False)
+    assert payload.to_dict()["max_retries"] == 2.5
+    # a running event with an attempt that is not ours is read without it
+    event = event_from_dict({"type": "status", "status": "running", "attempt": 1.0})
+    assert event.to_dict() == {
+        "type": "status",
+        "agent_name": "",
+        "status": "running",
+        "message": "",
+    }
+
+
+def test_an_app_agent_pickles_by_reference() -> None:
+    import pickle
+
+    assert pickle.loads(pickle.dumps(sample_agents.shout)) is sample_agents.shout

@@ -87,7 +87,7 @@ class ImportPolicy:
         for prefix in self.prefixes:
             try:
                 importlib.import_module(prefix)
-            except Exception as exc:  # noqa: BLE001 - anything a module raises on import
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever an import raises
                 raise ConfigurationError(
                     f"cannot import allowed module {prefix!r}: {type(exc).__name__}: {exc} "
                     "(is its directory on the path? see --path)"

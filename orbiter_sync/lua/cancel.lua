@@ -33,6 +33,12 @@ local current = redis.call('HGET', task_key, 'status')
 if not current or not may_become(current, 'cancelled') then return 0 end
 if current ~= 'cancelled' then
   set_status(task_key, index_key, task_id, 'cancelled', task_ttl, {'completed_at', now})
+  -- a delayed submit's payload still waits in the delayed set: the hash must outlive its
+  -- due time, so that the worker that begins it then finds it cancelled
+  local due = tonumber(redis.call('HGET', task_key, 'due_at') or '')
+  if due and due > tonumber(now) then
+    redis.call('EXPIRE', task_key, math.ceil(due - tonumber(now)) + tonumber(task_ttl))
+  end
 end
 redis.call('PUBLISH', cancel_channel, 'cancel')
 if current ~= 'running' then

@@ -27,11 +27,15 @@ local due_at = ARGV[5]
 --- @include "status"
 
 if redis.call('EXISTS', task_key) == 1 then return 0 end
-set_status(task_key, index_key, task_id, 'pending', task_ttl, {'retries', '0', 'created_at', now})
 local due = tonumber(due_at) or 0
 if due > tonumber(now) then
+  -- kept until its due time and then as long as any task's hash
+  set_status(task_key, index_key, task_id, 'pending', task_ttl,
+             {'retries', '0', 'created_at', now, 'due_at', due_at})
+  redis.call('EXPIRE', task_key, math.ceil(due - tonumber(now)) + tonumber(task_ttl))
   redis.call('ZADD', delayed, due, payload)
 else
+  set_status(task_key, index_key, task_id, 'pending', task_ttl, {'retries', '0', 'created_at', now})
   redis.call('XADD', queue, '*', 'payload', payload)
 end
 return 1
