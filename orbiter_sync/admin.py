@@ -25,7 +25,7 @@ from orbiter_sync.models import TaskPayload, TaskStatus
 from orbiter_sync.producer import TaskProducer
 from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueUser
 
-STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")  # ASCII digits, as Redis reads them
 REQUEUE_BATCH = 100  # dead letters read per round trip by requeue_dead_letters
 WATCH_ATTEMPTS = 5  # a task hash changing under a requeue this often is left alone
 

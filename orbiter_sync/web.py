@@ -20,6 +20,7 @@ action and task id, Django the request too); :data:`FORBIDDEN` is the refusal.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -55,7 +56,21 @@ POLL_WAIT = 0.05  # seconds a poll waits for events when none are stored after i
 ACTIONS = ("submit", "status", "events", "poll")  # what an authorization hook is asked about
 SUBMIT_FIELDS = frozenset({"agent", "input", "messages", "detailed"})
 # Stream entry ids, as the SSE ``id:`` lines and the poll answers give them out.
-_EVENT_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+_EVENT_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")  # ASCII digits only, as Redis reads them
+
+
+@functools.cache
+def warn_allow_all() -> None:
+    """Said once a process: with no authorization hook, anyone may submit and read."""
+    logger.warning(
+        "orbiter-sync routes have no authorization hook: every request is allowed "
+        "(set one: OrbiterSync(authorize=...) or ORBITER_PERMISSION)"
+    )
+
+
+def is_event_id(text: str) -> bool:
+    """Whether ``text`` is a stream entry id Redis accepts (each part below 2**64)."""
+    return bool(_EVENT_ID.fullmatch(text)) and all(int(p) < 2**64 for p in text.split("-"))
 
 
 @dataclass(frozen=True)
@@ -73,21 +88,22 @@ def _error(status: int, message: str) -> Reply:
     return Reply(status, {"error": message})
 
 
-def agent_configs(agents: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Name -> agent_config dict, from dicts or objects with ``to_dict()`` (``Agent``,
-    ``Swarm``); a ``ConfigurationError`` names the entry that is neither."""
+def agent_configs(agents: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Name -> agent: an agent_config dict (copied), or an object with ``to_dict()``
+    (``Agent``, ``Swarm``, an ``@agent`` function, kept so its own submit defaults
+    apply); a ``ConfigurationError`` names the entry that is neither."""
     if agents is None:
         return {}
     if not isinstance(agents, Mapping):
         raise ConfigurationError(f"{AGENTS} must be a dict of name -> agent, got {agents!r}")
-    configs: dict[str, dict[str, Any]] = {}
+    configs: dict[str, Any] = {}
     for name, agent in agents.items():
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"{AGENTS}: agent names must be strings, got {name!r}")
         if isinstance(agent, dict):
             configs[name] = dict(agent)
         elif callable(getattr(agent, "to_dict", None)):
-            configs[name] = agent.to_dict()
+            configs[name] = agent
         else:
             raise ConfigurationError(
                 f"{AGENTS}[{name!r}] must be an agent_config dict or an Agent/Swarm, "
@@ -109,10 +125,12 @@ class WebSettings:
     """What the endpoints need, as the ``ORBITER_*`` settings give it."""
 
     redis_url: str | None = None
-    queue_name: str = keys.DEFAULT_QUEUE
-    agents: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    queue_name: str | None = None
+    """The app's queue (None: the default one); an ``@agent``'s own queue wins."""
+    agents: Mapping[str, Any] = field(default_factory=dict)
     url_prefix: str = "/orbiter"
-    task_timeout: float = 300.0
+    task_timeout: float | None = None
+    """Seconds a submitted run may take (None: an ``@agent``'s own, else 300)."""
     keepalive: float = 15.0
     poll_limit: int = 100
 
@@ -122,10 +140,12 @@ class WebSettings:
         prefix = get(URL_PREFIX)
         return cls(
             redis_url=get(REDIS_URL) or None,
-            queue_name=get(QUEUE) or keys.DEFAULT_QUEUE,
+            queue_name=get(QUEUE) or None,
             agents=agent_configs(get(AGENTS)),
             url_prefix="/orbiter" if prefix is None else "/" + str(prefix).strip("/"),
-            task_timeout=_number(TASK_TIMEOUT, get(TASK_TIMEOUT), 300.0),
+            task_timeout=None
+            if get(TASK_TIMEOUT) is None
+            else _number(TASK_TIMEOUT, get(TASK_TIMEOUT), 300.0),
             keepalive=_number(SSE_KEEPALIVE, get(SSE_KEEPALIVE), 15.0),
             poll_limit=max(1, int(_number(POLL_LIMIT, get(POLL_LIMIT), 100))),
         )
@@ -162,7 +182,7 @@ class TaskEndpoints:
 
     def _handle(self, task_id: str) -> TaskHandle:
         return TaskHandle(task_id, redis_url=self.settings.redis_url,
-                          queue_name=self.settings.queue_name)  # fmt: skip
+                          queue_name=self.settings.queue_name or keys.DEFAULT_QUEUE)  # fmt: skip
 
     def _state(self, task_id: str) -> TaskResult | Reply:
         """The task's state, or the Reply that says why there is none to show."""
@@ -196,14 +216,17 @@ class TaskEndpoints:
         if not isinstance(detailed, bool):
             return _error(400, "'detailed' must be true or false")
         try:
+            agent = self.agents[name]
+            own = agent.submit_defaults() if hasattr(agent, "submit_defaults") else {}
             handle = distributed(
-                self.agents[name],
+                agent,
                 text,
                 messages=messages,
                 detailed=detailed,
                 redis_url=self.settings.redis_url,
-                queue_name=self.settings.queue_name,
-                timeout=self.settings.task_timeout,
+                # the app's settings fill what an @agent does not set itself
+                queue=own.get("queue") or self.settings.queue_name,
+                timeout=own.get("timeout") or self.settings.task_timeout,
                 metadata={"agent": name},
             )
         except ValidationError as exc:
@@ -224,7 +247,7 @@ class TaskEndpoints:
         is what to send as ``after`` next time.
         """
         after = after or None
-        if after is not None and not _EVENT_ID.fullmatch(after):
+        if after is not None and not is_event_id(after):
             return _error(400, "'after' must be an event id such as 1712345678901-0")
         state = self._state(task_id)
         if isinstance(state, Reply):
@@ -256,7 +279,7 @@ class TaskEndpoints:
         """The task's events as SSE messages from ``last_event_id`` on, or the Reply
         that refuses them; an unknown task is refused here, before any byte is sent."""
         last_event_id = last_event_id or None
-        if last_event_id is not None and not _EVENT_ID.fullmatch(last_event_id):
+        if last_event_id is not None and not is_event_id(last_event_id):
             return _error(400, "Last-Event-ID must be an event id such as 1712345678901-0")
         state = self._state(task_id)
         if isinstance(state, Reply):

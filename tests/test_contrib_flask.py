@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from helpers import Spawn, wait_for
+from helpers import Spawn, stream_entries, wait_for
 from werkzeug.serving import make_server
 
 from orbiter_sync.contrib.flask import OrbiterSync
@@ -24,8 +24,8 @@ AGENTS = {"words": {"entrypoint": "sample_agents:words"}}
 
 def make_app(redis_url: str, **config: Any) -> tuple[Flask, OrbiterSync]:
     app = Flask(__name__)
-    app.config.update(ORBITER_REDIS_URL=redis_url, ORBITER_AGENTS=AGENTS,
-                      ORBITER_SSE_KEEPALIVE=0.5, **config)  # fmt: skip
+    app.config.update({"ORBITER_REDIS_URL": redis_url, "ORBITER_AGENTS": AGENTS,
+                       "ORBITER_SSE_KEEPALIVE": 0.5, **config})  # fmt: skip
     return app, OrbiterSync(app)
 
 
@@ -250,3 +250,24 @@ def test_a_view_answers_503_within_the_budget_while_redis_is_down(
     assert (submitted.status_code, status.status_code) == (503, 503)
     assert submitted.get_json() == {"error": "the task queue is unavailable, try again later"}
     assert time.monotonic() - began < 4.0
+
+
+@pytest.mark.parametrize("bad", ["١٢٣-0", "99999999999999999999-0", "1-x", "0-0-0"])
+def test_a_hostile_event_id_is_a_400_not_a_broken_stream(redis_url: str, bad: str) -> None:
+    client = make_app(redis_url)[0].test_client()
+    task_id = client.post("/orbiter/tasks", json={"agent": "words", "input": "x"}).get_json()
+    base = f"/orbiter/tasks/{task_id['task_id']}"
+    assert client.get(f"{base}/poll", query_string={"after": bad}).status_code == 400
+    assert client.get(f"{base}/events", headers={"Last-Event-ID": bad}).status_code == 400
+
+
+def test_an_app_agent_keeps_its_own_defaults_when_a_browser_submits_it(
+    redis_url: str, r: redis.Redis
+) -> None:
+    import sample_agents
+
+    client = make_app(redis_url, ORBITER_AGENTS={"shout": sample_agents.shout})[0].test_client()
+    assert client.post("/orbiter/tasks", json={"agent": "shout", "input": "x"}).status_code == 202
+    [(_, fields)] = stream_entries(r, "orbiter:tasks")
+    payload = json.loads(fields["payload"])
+    assert (payload["max_retries"], payload["timeout_seconds"]) == (0, 20)  # @agent(...)'s

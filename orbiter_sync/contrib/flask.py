@@ -49,7 +49,14 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 
 from orbiter_sync.sse import CONTENT_TYPE, HEADERS
-from orbiter_sync.web import FORBIDDEN, Reply, TaskEndpoints, WebSettings, agent_configs
+from orbiter_sync.web import (
+    FORBIDDEN,
+    Reply,
+    TaskEndpoints,
+    WebSettings,
+    agent_configs,
+    warn_allow_all,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ EXTENSION = "orbiter_sync"  # the key in app.extensions, and the blueprint's nam
 
 
 def _allow_all(action: str, task_id: str | None) -> bool:
+    warn_allow_all()
     return True
 
 

@@ -21,7 +21,7 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from orbiter_sync.errors import ConfigurationError
-from orbiter_sync.web import TaskEndpoints, WebSettings
+from orbiter_sync.web import TaskEndpoints, WebSettings, warn_allow_all
 
 PERMISSION = "ORBITER_PERMISSION"
 
@@ -29,6 +29,7 @@ Permission = Callable[[Any, str, "str | None"], bool]
 
 
 def _allow_all(request: Any, action: str, task_id: str | None) -> bool:
+    warn_allow_all()
     return True
 
 

@@ -40,8 +40,9 @@ def submit_on_commit(
     once; its ``status()`` is None until the commit.
     """
     options.setdefault("redis_url", read_setting(REDIS_URL))
-    if not options.get("queue") and not options.get("queue_name"):
-        options["queue"] = read_setting(QUEUE)
+    own = agent.submit_defaults() if hasattr(agent, "submit_defaults") else {}
+    if not (options.get("queue") or options.get("queue_name") or own.get("queue")):
+        options["queue"] = read_setting(QUEUE)  # the app's queue, unless the agent has one
     run = prepare_run(agent, input, **options)
 
     def submit() -> None:
