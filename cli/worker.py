@@ -62,7 +62,14 @@ def ttl_setting(name: str, key: str, env: str, help: str) -> Callable[[F], F]:
     help=f"Redis URL [default: ${URL_ENV}, then $REDIS_URL]",
 )
 @setting("concurrency", type=click.IntRange(min=1), help="Concurrent task slots in this process.")
-@setting("queue_name", "--queue", help="Redis Streams queue name.")
+@setting(
+    "queue_name",
+    "--queue",
+    multiple=True,
+    default=(WorkerSettings.default_of("queue_name"),),
+    help="Queue to consume; repeat it to consume several, highest priority first "
+    "(--queue urgent --queue default).",
+)
 @click.option(
     "--worker-id", default=None, help="Unique worker id [default: {hostname}-{pid}-{random}]."
 )
@@ -186,6 +193,9 @@ def worker_command(
             ScrubbingFormatter(LOG_FORMAT, urls_in_use(click.get_current_context()))
         )
     put_on_path(paths)
+    # the first --queue is the worker's queue, the others are read after it, in order
+    settings["queue_name"], *also = settings["queue_name"]
+    settings["also_queues"] = tuple(also)
     try:
         url = resolve_redis_url(redis_url)
         worker = Worker(url, worker_id=worker_id, settings=WorkerSettings(**settings))
@@ -212,7 +222,7 @@ def worker_command(
     click.echo(
         f"orbiter-sync worker {worker.worker_id}\n"
         f"  redis:       {mask_url(url)}\n"
-        f"  queue:       {s.queue_name}\n"
+        f"  queue:       {', '.join(s.queue_names)}\n"
         f"  concurrency: {s.concurrency}\n"
         f"  pool:        {s.pool}\n"
         f"  executor:    {s.executor}\n"

@@ -184,7 +184,7 @@ class TaskConsumer(LineUser):
             )
             self.dead_letter(entry_id, reason, fields, payload.task_id)
             return None
-        delivery = Delivery(payload=payload, entry_id=entry_id, raw=raw, deliveries=deliveries)
+        delivery = Delivery(payload, entry_id, raw, deliveries, self.settings.name)
         with self._lock:
             self._in_flight[entry_id] = delivery
         logger.debug("worker %s claimed task %s (entry %s)", self.name, payload.task_id, entry_id)

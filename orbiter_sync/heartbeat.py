@@ -37,6 +37,7 @@ from redis.client import Pipeline
 from orbiter_sync import keys, native
 from orbiter_sync.connection import Budget
 from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.consumers import QueueConsumers
 from orbiter_sync.control import RunTracker
 from orbiter_sync.errors import RedisUnavailableError
 from orbiter_sync.health import REGISTRY_RETENTION, prune_registry
@@ -71,7 +72,7 @@ class Heartbeat:
         worker_id: str,
         settings: WorkerSettings,
         runs: RunTracker,
-        consumer: TaskConsumer,
+        consumer: TaskConsumer | QueueConsumers,
         stopping: threading.Event,
         stop_deadline: Callable[[], float | None],
         exit_on_overrun: bool = False,
@@ -225,7 +226,7 @@ class Heartbeat:
             "slots_down": self.runs.slots_down,
             "slot_restarts": self.runs.slot_restarts,
             "hostname": self.hostname,
-            "queue": s.queue_name,
+            "queue": ",".join(s.queue_names),
             "pool": s.pool,
             "executor": s.executor,
         }
@@ -289,7 +290,10 @@ class Heartbeat:
 
 
 def release_stuck(
-    consumer: TaskConsumer, client: redis.Redis, budget: Callable[[], Budget | None], who: str
+    consumer: TaskConsumer | QueueConsumers,
+    client: redis.Redis,
+    budget: Callable[[], Budget | None],
+    who: str,
 ) -> None:
     """Put every delivery still held back on the queue, at a stop, over ``client``.
 

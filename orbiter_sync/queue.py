@@ -148,6 +148,8 @@ class Delivery:
     raw: str
     """The payload as it was queued, re-queued unchanged on a retry or a release."""
     deliveries: int = 1
+    queue: str = keys.DEFAULT_QUEUE
+    """The queue it came from (a worker may consume several)."""
 
     @property
     def task_id(self) -> str:

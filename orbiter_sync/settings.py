@@ -33,7 +33,9 @@ class WorkerSettings:
     concurrency: int = 1
     """Concurrent task slots in this process."""
     queue_name: str = keys.DEFAULT_QUEUE
-    """Redis Streams queue name."""
+    """Redis Streams queue name (the first, when the worker reads several)."""
+    also_queues: Sequence[str] = ()
+    """Queues read after ``queue_name``, in priority order (kept as a tuple)."""
     heartbeat_ttl: int = 30
     """Heartbeat key TTL in seconds (the worker beats every third of it)."""
     executor: str = "local"
@@ -64,6 +66,10 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_imports", tuple(self.allow_imports))
+        object.__setattr__(self, "also_queues", tuple(self.also_queues))
+        names = self.queue_names
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) < len(names):
+            raise ConfigurationError(f"queues must be distinct, non-empty names: {names}")
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.heartbeat_ttl < 1:
@@ -92,10 +98,15 @@ class WorkerSettings:
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
-    def queue_settings(self) -> QueueSettings:
-        """The settings of the queue this worker consumes."""
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        """Every queue this worker reads, highest priority first."""
+        return (self.queue_name, *self.also_queues)
+
+    def queue_settings(self, name: str | None = None) -> QueueSettings:
+        """The settings of queue ``name`` (default: ``queue_name``) as this worker reads it."""
         return QueueSettings(
-            name=self.queue_name,
+            name=name or self.queue_name,
             max_retries=self.max_retries,
             max_deliveries=self.max_deliveries,
             visibility_timeout=self.visibility_timeout,
@@ -110,6 +121,7 @@ class WorkerOptions(TypedDict, total=False):
 
     concurrency: int
     queue_name: str
+    also_queues: Sequence[str]
     heartbeat_ttl: int
     executor: str
     pool: str

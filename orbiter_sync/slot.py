@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 
 import redis
 
 from orbiter_sync import hooks
 from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.consumers import QueueConsumers
 from orbiter_sync.control import RunControl, RunTracker
 from orbiter_sync.deadlines import Deadlines
 from orbiter_sync.errors import AgentConfigError, RedisUnavailableError, RetryLaterError
@@ -37,7 +39,7 @@ class Slot:
         index: int,
         *,
         worker_id: str,
-        consumer: TaskConsumer,
+        consumer: TaskConsumer | QueueConsumers,
         executor: Executor,
         publisher: EventPublisher,
         runs: RunTracker,
@@ -48,6 +50,8 @@ class Slot:
         self.index = index
         self.worker_id = worker_id
         self.consumer = consumer
+        # the consumer that settles a delivery: its queue's, when the worker reads several
+        self.owner = consumer.owner if isinstance(consumer, QueueConsumers) else _itself(consumer)
         self.executor = executor
         self.publisher = publisher
         self.runs = runs
@@ -89,7 +93,7 @@ class Slot:
         try:
             self._process(delivery)
         except RedisUnavailableError as exc:
-            self.consumer.abandon(delivery)
+            self.owner(delivery).abandon(delivery)
             logger.error(
                 "worker %s: task %s not recorded, Redis unavailable: %s",
                 self.worker_id,
@@ -99,24 +103,24 @@ class Slot:
         except redis.ResponseError as exc:
             self._refused(delivery, exc)
         except Exception:  # noqa: BLE001 - the slot outlives any one task
-            self.consumer.abandon(delivery)
+            self.owner(delivery).abandon(delivery)
             logger.exception(
                 "worker %s: unexpected error on task %s", self.worker_id, delivery.task_id
             )
         except BaseException:
-            self.consumer.abandon(delivery)
+            self.owner(delivery).abandon(delivery)
             raise
 
     def _refused(self, delivery: Delivery, exc: redis.ResponseError) -> None:
         reason = f"Redis refused to record this task: {exc}"
         logger.error("worker %s: task %s: %s", self.worker_id, delivery.task_id, reason)
         try:
-            problem = self.consumer.shared_keys_problem()
+            problem = self.owner(delivery).shared_keys_problem()
         except Exception:  # noqa: BLE001 - cannot tell: the entry stays, it is reclaimed
             problem = "the queue's keys could not be checked"
         if problem:
             # Every task would fail the same way: keep the entry, and wait for an operator.
-            self.consumer.abandon(delivery)
+            self.owner(delivery).abandon(delivery)
             logger.error(
                 "worker %s: not dead-lettering task %s: %s (fix or delete that key)",
                 self.worker_id,
@@ -126,11 +130,11 @@ class Slot:
             self.stopping.wait(SHARED_KEY_BACKOFF)
             return
         try:
-            self.consumer.dead_letter(
+            self.owner(delivery).dead_letter(
                 delivery.entry_id, reason, {"payload": delivery.raw}, delivery.task_id
             )
         except Exception:  # noqa: BLE001 - it stays pending and is reclaimed later
-            self.consumer.abandon(delivery)
+            self.owner(delivery).abandon(delivery)
             logger.exception(
                 "worker %s: task %s could not be dead-lettered", self.worker_id, delivery.task_id
             )
@@ -144,7 +148,7 @@ class Slot:
         control = RunControl(delivery.task_id, delivery.entry_id)
         self.runs.track(control)
         try:
-            if not self.consumer.begin(delivery):
+            if not self.owner(delivery).begin(delivery):
                 return
             logger.info(
                 "worker %s: task %s started (delivery %d)",
@@ -205,7 +209,7 @@ class Slot:
             return Outcome.failed(exc, retryable=False)
 
     def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        settled = self.consumer.settle(delivery, outcome)
+        settled = self.owner(delivery).settle(delivery, outcome)
         task_id = delivery.task_id
         if outcome.kind.is_failure:
             self.runs.count(failed=1)
@@ -233,3 +237,7 @@ class Slot:
             logger.info(
                 "worker %s: task %s %s (%s)", self.worker_id, task_id, outcome.kind, settled.status
             )
+
+
+def _itself(consumer: TaskConsumer) -> Callable[[Delivery], TaskConsumer]:
+    return lambda _delivery: consumer

@@ -38,6 +38,7 @@ from orbiter_sync import native
 from orbiter_sync.agents import ImportPolicy
 from orbiter_sync.connection import connect
 from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.consumers import QueueConsumers
 from orbiter_sync.control import CancelListener, RunTracker
 from orbiter_sync.deadlines import Deadlines
 from orbiter_sync.errors import ConfigurationError
@@ -114,8 +115,18 @@ class Worker:
         self.executor = make_executor(s.executor, policy=self.policy)
         self.client = connect(self.redis_url)
         queue = s.queue_settings()
-        self.consumer = TaskConsumer(self.redis_url, self.worker_id, queue, client=self.client,
-                                     prefetch=s.prefetch, slots=s.concurrency)  # fmt: skip
+        # several queues: each fetches only for the slots looking at it now, no prefetch,
+        # so a lower queue never hoards tasks while the slots run a higher one's
+        several = bool(s.also_queues)
+        self.consumers = [
+            TaskConsumer(self.redis_url, self.worker_id, s.queue_settings(name),
+                         client=self.client, prefetch=0 if several else s.prefetch,
+                         slots=None if several else s.concurrency)
+            for name in s.queue_names
+        ]  # fmt: skip
+        self.consumer: TaskConsumer | QueueConsumers = (
+            QueueConsumers(self.consumers) if several else self.consumers[0]
+        )
         self.publisher = EventPublisher(
             self.redis_url, stream_ttl_seconds=queue.event_ttl, client=self.client
         )
@@ -127,7 +138,7 @@ class Worker:
         self._stopped = threading.Event()
 
     def __repr__(self) -> str:
-        url, queue = mask_url(self.redis_url), self.settings.queue_name
+        url, queue = mask_url(self.redis_url), ",".join(self.settings.queue_names)
         return f"Worker({self.worker_id!r}, {url!r}, queue={queue!r})"
 
     def start(self, *, exit_on_overrun: bool = False) -> None:
@@ -143,13 +154,14 @@ class Worker:
             "worker %s starting: redis=%s queue=%s concurrency=%d pool=%s executor=%s",
             self.worker_id,
             mask_url(self.redis_url),
-            s.queue_name,
+            ",".join(s.queue_names),
             s.concurrency,
             s.pool,
             s.executor,
         )
         native.share_logging()
-        self.consumer.ensure_group()
+        for consumer in self.consumers:
+            consumer.ensure_group()
         heartbeat = Heartbeat(
             connect=lambda budget: connect(self.redis_url, budget=budget),
             worker_id=self.worker_id,
@@ -169,9 +181,7 @@ class Worker:
             heartbeat.start()
             listener.start()
             slots = {index: self._spawn(pool, index) for index in range(s.concurrency)}
-            promoter = RetryPromoter(self.redis_url, self.consumer.settings, client=self.client)
-            maintenance = Maintenance(self.consumer, promoter, self.stopping)
-            upkeep = pool.spawn(maintenance.run, name="orbiter-maintenance")
+            upkeep = {c.settings.name: self._maintain(pool, c) for c in self.consumers}
             state = _SlotState()
             # Short waits: a signal that lands on another thread only reaches its Python
             # handler when the main thread next wakes, and two signals that arrive
@@ -180,10 +190,11 @@ class Worker:
                 self._supervise(pool, slots, state)
                 if not heartbeat.alive():
                     heartbeat.restart()
-                if not upkeep.alive():
-                    logger.error("worker %s: the maintenance loop died; restarting it",
-                                 self.worker_id)  # fmt: skip
-                    upkeep = pool.spawn(maintenance.run, name="orbiter-maintenance")
+                for consumer in self.consumers:
+                    if not upkeep[consumer.settings.name].alive():
+                        logger.error("worker %s: the maintenance loop died; restarting it",
+                                     self.worker_id)  # fmt: skip
+                        upkeep[consumer.settings.name] = self._maintain(pool, consumer)
             self._shut_down(pool)
         finally:
             # The heartbeat goes last: until it stops, its watchdog bounds the rest.
@@ -207,6 +218,12 @@ class Worker:
             yield client
         finally:
             client.close()
+
+    def _maintain(self, pool: Pool, consumer: TaskConsumer) -> Handle:
+        """One queue's maintenance loop: its due retries back on it, dead workers' entries."""
+        promoter = RetryPromoter(self.redis_url, consumer.settings, client=self.client)
+        maintenance = Maintenance(consumer, promoter, self.stopping)
+        return pool.spawn(maintenance.run, name=f"orbiter-maintenance-{consumer.settings.name}")
 
     def _spawn(self, pool: Pool, index: int) -> Handle:
         slot = Slot(

@@ -1,0 +1,55 @@
+"""One worker consuming several queues, highest priority first, and each queue's own upkeep
+(retries promoted, entries settled by the queue they came from), on real subprocesses."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from helpers import Spawn, wait_for
+
+from orbiter_sync.client import distributed
+from orbiter_sync.errors import TaskFailedError
+from orbiter_sync.settings import WorkerSettings
+
+
+def entry(name: str) -> dict[str, str]:
+    return {"entrypoint": f"sample_agents:{name}"}
+
+
+def test_a_worker_runs_the_higher_queue_first(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    # Given tasks waiting on both queues before the worker starts (one slot)
+    low = [distributed(entry("echo"), f"low {n}", redis_url=redis_url, queue="bulk")
+           for n in range(3)]  # fmt: skip
+    high = [distributed(entry("echo"), f"high {n}", redis_url=redis_url, queue="urgent")
+            for n in range(3)]  # fmt: skip
+    # When a worker reads urgent before bulk
+    spawn_worker(redis_url, "--queue", "urgent", "--queue", "bulk", "--concurrency", "1")
+    for handle in [*high, *low]:
+        handle.result(timeout=20)
+    # Then every urgent task started before any bulk one
+    started = {h.task_id: h.status().started_at or 0.0 for h in [*high, *low]}  # type: ignore[union-attr]
+    assert max(started[h.task_id] for h in high) < min(started[h.task_id] for h in low)
+    # and both queues' entries were acknowledged by their own groups
+    assert r.xlen("urgent") == 0 and r.xlen("bulk") == 0
+
+
+def test_each_queue_retries_and_fails_on_its_own(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    spawn_worker(redis_url, "--queue", "urgent", "--queue", "bulk")
+    handle = distributed(entry("broken"), "b", redis_url=redis_url, queue="bulk", max_retries=1)
+    with pytest.raises(TaskFailedError):
+        handle.result(timeout=20)
+    assert handle.status().retries == 1  # type: ignore[union-attr]
+    wait_for(lambda: r.xlen("bulk") == 0 and r.zcard("bulk:delayed") == 0)
+    assert distributed(entry("echo"), "u", redis_url=redis_url, queue="urgent").result(timeout=10)
+
+
+def test_queues_must_be_distinct() -> None:
+    from orbiter_sync.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="distinct"):
+        WorkerSettings(queue_name="a", also_queues=["b", "a"])
+    assert WorkerSettings(queue_name="a", also_queues=["b"]).queue_names == ("a", "b")
