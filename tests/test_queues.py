@@ -53,3 +53,18 @@ def test_queues_must_be_distinct() -> None:
     with pytest.raises(ConfigurationError, match="distinct"):
         WorkerSettings(queue_name="a", also_queues=["b", "a"])
     assert WorkerSettings(queue_name="a", also_queues=["b"]).queue_names == ("a", "b")
+
+
+def test_a_stopping_worker_releases_each_queues_runs_to_their_own_queue(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    worker = spawn_worker(redis_url, "--queue", "urgent", "--queue", "bulk",
+                          "--concurrency", "2", "--shutdown-timeout", "0.5")  # fmt: skip
+    handles = [distributed(entry("sleepy"), "30", redis_url=redis_url, queue=q)
+               for q in ("urgent", "bulk")]  # fmt: skip
+    wait_for(lambda: all(h.status().status == "running" for h in handles))  # type: ignore[union-attr]
+    worker.terminate()
+    worker.wait(timeout=15)
+    # each run went back, pending, on the queue it came from
+    assert [h.status().status for h in handles] == ["pending", "pending"]  # type: ignore[union-attr]
+    assert (r.xlen("urgent"), r.xlen("bulk")) == (1, 1)
