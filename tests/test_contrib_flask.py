@@ -271,3 +271,21 @@ def test_an_app_agent_keeps_its_own_defaults_when_a_browser_submits_it(
     [(_, fields)] = stream_entries(r, "orbiter:tasks")
     payload = json.loads(fields["payload"])
     assert (payload["max_retries"], payload["timeout_seconds"]) == (0, 20)  # @agent(...)'s
+
+
+def test_a_real_http_server_refuses_what_the_hook_refuses(redis_url: str) -> None:
+    # Given an app whose hook lets nobody read events
+    app, orbiter = make_app(redis_url)
+    orbiter.authorize(lambda action, task_id: action != "events")
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    address = ("127.0.0.1", httpd.server_port)
+    try:
+        status, _, task = request(
+            address, "POST", "/orbiter/tasks", {"agent": "words", "input": "x"}
+        )
+        # Then submitting is allowed and reading the events is 403, as JSON, over the wire
+        assert status == 202
+        assert request(address, "GET", task["events_url"])[::2] == (403, {"error": "forbidden"})
+    finally:
+        httpd.shutdown()
