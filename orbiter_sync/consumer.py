@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -102,7 +103,7 @@ class TaskConsumer(LineUser):
         """Read up to ``count`` new entries in one call, blocking until ``deadline`` at most."""
         if not self._group_ready:
             self.ensure_group()
-        block_ms = int(min(max(deadline - time.monotonic(), 0.0), 2.0) * 1000)
+        block_ms = math.ceil(min(max(deadline - time.monotonic(), 0.0), 2.0) * 1000)
         try:
             response: Any = self._retry.call(
                 self._client.xreadgroup,

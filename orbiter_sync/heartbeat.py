@@ -226,7 +226,8 @@ class Heartbeat:
             "slots_down": self.runs.slots_down,
             "slot_restarts": self.runs.slot_restarts,
             "hostname": self.hostname,
-            "queue": ",".join(s.queue_names),
+            "queue": s.queue_name,
+            "queues": ",".join(s.queue_names),
             "pool": s.pool,
             "executor": s.executor,
         }

@@ -125,16 +125,18 @@ class LineUser(RedisUser):
         self._lines = threading.local()
 
     @contextmanager
-    def line(self) -> Iterator[None]:
+    def line(self, shared: Line | None = None) -> Iterator[None]:
         """Hold a connection of its own for the calling thread within the block (a slot
-        holds one for its whole life)."""
-        line = Line(self._client)
+        holds one for its whole life); or use ``shared``, a line its owner closes (one
+        slot's line for the consumers of several queues on one client)."""
+        line = shared or Line(self._client)
         self._lines.line = line
         try:
             yield
         finally:
             self._lines.line = None
-            line.close()
+            if shared is None:
+                line.close()
 
     def _run_script(
         self,

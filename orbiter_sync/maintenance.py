@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
 
 from redis.commands.core import Script
@@ -59,11 +60,18 @@ class Maintenance:
     """Promotes due retries and reclaims dead workers' entries for one consumer."""
 
     def __init__(
-        self, consumer: TaskConsumer, promoter: RetryPromoter, stopping: threading.Event
+        self,
+        consumer: TaskConsumer,
+        promoter: RetryPromoter,
+        stopping: threading.Event,
+        room: Callable[[], int] | None = None,
     ) -> None:
         self.consumer = consumer
         self.promoter = promoter
         self.stopping = stopping
+        # how many more deliveries the slots could take: the consumer's own inbox knows,
+        # unless the slots read several queues (then the worker's QueueConsumers does)
+        self.room = room or consumer.room
         self._next_promote = 0.0
 
     def run(self) -> None:
@@ -96,7 +104,7 @@ class Maintenance:
     def reclaim(self) -> None:
         """Take over dead workers' idle entries, as many as the slots have room for: a
         worker whose slots are all busy leaves them to workers with free slots."""
-        room = self.consumer.room()
+        room = self.room()
         if room <= 0 or not self.consumer.reclaimer.due():
             return
         taken = self.consumer.reclaim(count=room)

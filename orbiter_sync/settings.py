@@ -66,10 +66,17 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_imports", tuple(self.allow_imports))
+        if isinstance(self.also_queues, str):  # a name is not a list of one-letter names
+            raise ConfigurationError("also_queues must be a list of queue names, not a string")
         object.__setattr__(self, "also_queues", tuple(self.also_queues))
         names = self.queue_names
-        if not all(isinstance(n, str) and n for n in names) or len(set(names)) < len(names):
-            raise ConfigurationError(f"queues must be distinct, non-empty names: {names}")
+        if not all(isinstance(n, str) and n and "," not in n for n in names) or len(
+            set(names)
+        ) < len(names):
+            raise ConfigurationError(
+                f"queues must be distinct, non-empty names without ',' (repeat --queue for "
+                f"several): {names}"
+            )
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.heartbeat_ttl < 1:

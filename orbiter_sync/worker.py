@@ -114,6 +114,7 @@ class Worker:
         self.policy.preload()  # a module that cannot be imported stops the worker here
         self.executor = make_executor(s.executor, policy=self.policy)
         self.client = connect(self.redis_url)
+        self.stopping = threading.Event()
         queue = s.queue_settings()
         # several queues: each fetches only for the slots looking at it now, no prefetch,
         # so a lower queue never hoards tasks while the slots run a higher one's
@@ -125,14 +126,15 @@ class Worker:
             for name in s.queue_names
         ]  # fmt: skip
         self.consumer: TaskConsumer | QueueConsumers = (
-            QueueConsumers(self.consumers) if several else self.consumers[0]
+            QueueConsumers(self.consumers, self.client, self.stopping)
+            if several
+            else self.consumers[0]
         )
         self.publisher = EventPublisher(
             self.redis_url, stream_ttl_seconds=queue.event_ttl, client=self.client
         )
         self.runs = RunTracker(self.worker_id)
         self.deadlines = Deadlines()
-        self.stopping = threading.Event()
         self._stop_requested = threading.Event()
         self._stop_deadline: float | None = None  # when a requested stop must be over
         self._stopped = threading.Event()
@@ -192,8 +194,8 @@ class Worker:
                     heartbeat.restart()
                 for consumer in self.consumers:
                     if not upkeep[consumer.settings.name].alive():
-                        logger.error("worker %s: the maintenance loop died; restarting it",
-                                     self.worker_id)  # fmt: skip
+                        logger.error("worker %s: queue %s's maintenance loop died; restarting it",
+                                     self.worker_id, consumer.settings.name)  # fmt: skip
                         upkeep[consumer.settings.name] = self._maintain(pool, consumer)
             self._shut_down(pool)
         finally:
@@ -222,7 +224,9 @@ class Worker:
     def _maintain(self, pool: Pool, consumer: TaskConsumer) -> Handle:
         """One queue's maintenance loop: its due retries back on it, dead workers' entries."""
         promoter = RetryPromoter(self.redis_url, consumer.settings, client=self.client)
-        maintenance = Maintenance(consumer, promoter, self.stopping)
+        # several queues: the slots' room is known to the QueueConsumers they claim through
+        room = self.consumer.room if isinstance(self.consumer, QueueConsumers) else None
+        maintenance = Maintenance(consumer, promoter, self.stopping, room)
         return pool.spawn(maintenance.run, name=f"orbiter-maintenance-{consumer.settings.name}")
 
     def _spawn(self, pool: Pool, index: int) -> Handle:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from helpers import Spawn, wait_for
@@ -68,3 +70,36 @@ def test_a_stopping_worker_releases_each_queues_runs_to_their_own_queue(
     # each run went back, pending, on the queue it came from
     assert [h.status().status for h in handles] == ["pending", "pending"]  # type: ignore[union-attr]
     assert (r.xlen("urgent"), r.xlen("bulk")) == (1, 1)
+
+
+def test_one_broken_queue_never_stops_the_others(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    spawn_worker(redis_url, "--queue", "urgent", "--queue", "bulk")
+    # Given the higher queue's key turned into a string under the running worker
+    r.delete("urgent")
+    r.set("urgent", "not a stream")
+    # Then the lower queue's tasks still run
+    handle = distributed(entry("echo"), "still", redis_url=redis_url, queue="bulk")
+    assert handle.result(timeout=15) == {"output": "echo: still"}
+
+
+def test_an_idle_multi_queue_worker_reads_redis_at_a_modest_rate(
+    redis_url: str, r: redis.Redis, spawn_worker: Spawn
+) -> None:
+    spawn_worker(redis_url, "--queue", "urgent", "--queue", "bulk", "--concurrency", "8")
+    time.sleep(1.0)  # past start-up: what is measured is the idle loop
+    before = r.info("commandstats").get("cmdstat_xreadgroup", {}).get("calls", 0)
+    time.sleep(2.0)
+    after = r.info("commandstats")["cmdstat_xreadgroup"]["calls"]
+    # the slots share each queue's reads, and an empty higher queue is read by one of them
+    assert (after - before) / 2.0 < 40  # measured: 13 to 18 a second, for 1 to 16 slots
+
+
+def test_queue_names_are_a_list_without_commas() -> None:
+    from orbiter_sync.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="not a string"):
+        WorkerSettings(also_queues="bulk")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="without ','"):
+        WorkerSettings(queue_name="a,b")
