@@ -100,6 +100,6 @@ def test_queue_names_are_a_list_without_commas() -> None:
     from orbiter_sync.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="not a string"):
-        WorkerSettings(also_queues="bulk")  # type: ignore[arg-type]
+        WorkerSettings(also_queues="bulk")  # a str is a Sequence[str]: refused at run time
     with pytest.raises(ConfigurationError, match="without ','"):
         WorkerSettings(queue_name="a,b")
