@@ -51,6 +51,7 @@ URL_PREFIX = "ORBITER_URL_PREFIX"  # Flask only: Django routes through include()
 TASK_TIMEOUT = "ORBITER_TASK_TIMEOUT"  # seconds a submitted run may take
 SSE_KEEPALIVE = "ORBITER_SSE_KEEPALIVE"  # seconds of silence before an SSE comment line
 POLL_LIMIT = "ORBITER_POLL_LIMIT"  # most events one poll answers with
+CLIENT_TIMEOUT = "ORBITER_CLIENT_TIMEOUT"  # seconds one Redis call of a request may take
 
 POLL_WAIT = 0.05  # seconds a poll waits for events when none are stored after its cursor
 ACTIONS = ("submit", "status", "events", "poll")  # what an authorization hook is asked about
@@ -133,6 +134,8 @@ class WebSettings:
     """Seconds a submitted run may take (None: an ``@agent``'s own, else 300)."""
     keepalive: float = 15.0
     poll_limit: int = 100
+    client_timeout: float | None = None
+    """Seconds one Redis call of a request may take (None: ``$ORBITER_CLIENT_TIMEOUT``, 5)."""
 
     @classmethod
     def read(cls, get: Callable[[str], Any]) -> WebSettings:
@@ -148,6 +151,9 @@ class WebSettings:
             else _number(TASK_TIMEOUT, get(TASK_TIMEOUT), 300.0),
             keepalive=_number(SSE_KEEPALIVE, get(SSE_KEEPALIVE), 15.0),
             poll_limit=max(1, int(_number(POLL_LIMIT, get(POLL_LIMIT), 100))),
+            client_timeout=None
+            if get(CLIENT_TIMEOUT) is None
+            else _number(CLIENT_TIMEOUT, get(CLIENT_TIMEOUT), 5.0),
         )
 
 
@@ -182,7 +188,8 @@ class TaskEndpoints:
 
     def _handle(self, task_id: str) -> TaskHandle:
         return TaskHandle(task_id, redis_url=self.settings.redis_url,
-                          queue_name=self.settings.queue_name or keys.DEFAULT_QUEUE)  # fmt: skip
+                          queue_name=self.settings.queue_name or keys.DEFAULT_QUEUE,
+                          client_timeout=self.settings.client_timeout)  # fmt: skip
 
     def _state(self, task_id: str) -> TaskResult | Reply:
         """The task's state, or the Reply that says why there is none to show."""
@@ -228,6 +235,7 @@ class TaskEndpoints:
                 queue=own.get("queue") or self.settings.queue_name,
                 timeout=own.get("timeout") or self.settings.task_timeout,
                 metadata={"agent": name},
+                client_timeout=self.settings.client_timeout,
             )
         except ValidationError as exc:
             return _error(400, str(exc))

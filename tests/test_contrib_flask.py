@@ -238,9 +238,9 @@ def test_a_real_http_server_answers_404_before_any_stream(server: tuple[str, int
 def test_a_view_answers_503_within_the_budget_while_redis_is_down(
     private_redis: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given an app whose Redis has gone away, and a one-second client budget
-    monkeypatch.setenv("ORBITER_CLIENT_TIMEOUT", "1")
-    client = make_app(private_redis.url)[0].test_client()
+    # Given an app whose Redis has gone away, and a one-second client budget in its config
+    monkeypatch.setenv("ORBITER_CLIENT_TIMEOUT", "30")  # the app's config wins
+    client = make_app(private_redis.url, ORBITER_CLIENT_TIMEOUT=1)[0].test_client()
     private_redis.stop()
     # When a browser submits and asks for a status
     began = time.monotonic()
