@@ -258,10 +258,27 @@ class QueueAdmin(QueueUser):
 
     def _requeue(self, letter: DeadLetter) -> None:
         payload = letter.payload()
+        runner = self._retry.call(self._live_runner, payload.task_id)
+        if runner:  # a worker judged dead that still runs it: a requeue would run it twice
+            raise DeadLetterError(
+                f"dead letter {letter.id} cannot be requeued: worker {runner} still runs task "
+                f"{payload.task_id}; requeue it once that run has ended"
+            )
         self._retry.call(self._forget_ended_task, letter, payload.task_id)
         self._producer.submit(payload)
         # Only now: a failure above leaves the dead letter to requeue again.
         self._retry.call(self._client.xdel, self.settings.dead_letter_key, letter.id)
+
+    def _live_runner(self, task_id: str) -> str:
+        """The id of a worker whose live heartbeat lists ``task_id`` as running, or ""."""
+        for key in self._client.scan_iter(match=keys.WORKER_PATTERN, count=200):
+            try:
+                running = self._client.hget(key, "running_task_ids") or ""
+            except redis.ResponseError:  # not one of our heartbeats: it says nothing
+                continue
+            if isinstance(running, str) and task_id in running.split(","):
+                return str(key)[len(keys.WORKER_PREFIX) :]
+        return ""
 
     def _forget_ended_task(self, letter: DeadLetter, task_id: str) -> None:
         """Delete the task's hash and event stream when it has ended (or has none), so

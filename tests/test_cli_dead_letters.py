@@ -181,6 +181,21 @@ def test_a_task_queued_again_is_not_requeued_twice(redis_url: str, r: redis.Redi
     assert letter_ids(r) == [letter_id] and r.xlen("orbiter:tasks") == 1
 
 
+def test_a_task_a_zombie_worker_still_runs_is_not_requeued(redis_url: str, r: redis.Redis) -> None:
+    # Given a dead letter whose task a worker judged dead still runs (its heartbeat says so)
+    payload = TaskPayload(task_id="zombie", agent_config=agent("echo"))
+    kill_its_workers(redis_url, payload)
+    [letter_id] = letter_ids(r)
+    r.hset("orbiter:workers:slow-1", mapping={"running_task_ids": "other,zombie"})
+
+    result = run("dead-letters", "requeue", letter_id, "--redis-url", redis_url)
+
+    # Then it is kept: a requeue would run the task twice at once
+    assert result.exit_code == 1
+    assert "worker slow-1 still runs task zombie" in result.stderr
+    assert letter_ids(r) == [letter_id] and r.xlen("orbiter:tasks") == 0
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
