@@ -66,7 +66,8 @@ class TaskConsumer(LineUser):
         self._group_ready = False
         self._inbox = Inbox(self._read_new, prefetch, slots)
         running = StatusEvent(status="running", message=f"running on {name}")
-        self._running_event = running.to_json()  # the same for every task it begins
+        # the same for every task it begins, but the attempt number begin.lua appends
+        self._running_event = running.to_json()[:-1] + ',"attempt":'
         self._dead_letters = DeadLetterWriter(self._client, name, self.settings, retry)
         self.reclaimer = Reclaimer(self._client, name, self.settings, retry, self._held)
         self._scripts = {
@@ -358,8 +359,6 @@ class TaskConsumer(LineUser):
         """The deliveries claimed and not yet settled."""
         with self._lock:
             return list(self._in_flight.values())
-
-    # -- keeping entries alive, retries, leaving -------------------------------------
 
     def keep_alive(
         self, *, client: redis.Redis | None = None, retry: RetryPolicy | None = None

@@ -15,8 +15,8 @@
 -- ARGV[7] event channel
 -- ARGV[8] event ttl      seconds
 -- ARGV[9] eid            de-duplication id of the event written
--- ARGV[10] running event the `running` status event JSON; its `attempt` is set here
---                        to the task's retries + 1
+-- ARGV[10] running event the `running` status event JSON up to its `"attempt":`,
+--                        completed here with the task's retries + 1 and `}`
 -- Returns {verdict, status}: verdict `started`; `ended` (acknowledged, not to be
 -- run); or `lost` (this consumer no longer holds the entry: nothing written).
 -- A call retried after a lost reply writes the `running` event only once.
@@ -46,9 +46,8 @@ end
 local status, written = set_status(task_key, index_key, task_id, 'running', task_ttl,
                                    {'worker_id', consumer, 'started_at', now})
 if written then
-  local event = cjson.decode(running_event)
-  event['attempt'] = (tonumber(redis.call('HGET', task_key, 'retries')) or 0) + 1
-  append_event_once(stream, event_channel, event_ttl, cjson.encode(event), eid)
+  local attempt = (tonumber(redis.call('HGET', task_key, 'retries')) or 0) + 1
+  append_event_once(stream, event_channel, event_ttl, running_event .. attempt .. '}', eid)
   return {'started', status}
 end
 ack_and_delete(queue, group, entry_id)
