@@ -26,7 +26,8 @@ def queue_group() -> None:
 @json_option
 def queue_stats(queue_name: str, redis_url: str | None, as_json: bool) -> None:
     """Stream length, pending entries, consumer-group lag, oldest pending age,
-    dead letters and delayed retries."""
+    dead letters and delayed runs (retries waiting out their backoff, runs submitted
+    with a delay)."""
     target = Target(redis_url, queue_name)
     try:
         stats = target.admin.stats()
@@ -43,7 +44,7 @@ def queue_stats(queue_name: str, redis_url: str | None, as_json: bool) -> None:
             ("Lag (not yet claimed)", "-" if stats.lag is None else stats.lag),
             ("Oldest pending entry", duration(stats.oldest_pending_age)),
             ("Dead letters", stats.dead_letters),
-            ("Delayed retries", stats.delayed_retries),
+            ("Delayed (retries, delayed runs)", stats.delayed_retries),
             ("Consumers", stats.consumers),
         ],
         ("Metric", "Value"),

@@ -166,7 +166,7 @@ def test_queue_stats(redis_url: str, producer: TaskProducer, r: redis.Redis) -> 
     assert stats["delayed_retries"] == 1
     assert stats["consumers"] == 1
     for label in ("Stream length", "Pending", "Lag", "Oldest pending entry", "Dead letters",
-                  "Delayed retries"):  # fmt: skip
+                  "Delayed (retries, delayed runs)"):  # fmt: skip
         assert label in result.stdout
 
 
