@@ -17,6 +17,7 @@ Every error the library raises on purpose derives from :class:`OrbiterError`, so
      |    +-- ModelRefusedError    the model provider refused for good (401/403, unknown model)
      +-- RetryLaterError           a failed attempt to retry no sooner than ``retry_after`` (429)
  +-- DeadLetterError           a dead letter that cannot be requeued (it is kept)
+ +-- DurableRunFailed          a Temporal workflow failed after its own retries (not retried)
      +-- EmbeddedRedisError        the private redis-server of tests and the demo did not start
 
 Not errors, and not here: ``RunInterrupted`` (outcome.py, beside ``StopReason``),
@@ -139,3 +140,8 @@ class RetryLaterError(OrbiterError):
 class DeadLetterError(OrbiterError):
     """A dead letter that cannot be requeued (unknown, undecodable, or its task is live);
     the dead letter is kept."""
+
+
+class DurableRunFailed(OrbiterError):
+    """A durable (Temporal) run failed after the retries Temporal gave its activity: the
+    task fails for good, the message names the activity's error (``Class: message``)."""

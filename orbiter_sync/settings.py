@@ -94,6 +94,11 @@ class WorkerSettings:
         if self.result_ttl < 1 or self.events_ttl < 1:
             raise ConfigurationError("result_ttl and events_ttl must be at least 1 second")
         check_executor(self.executor)
+        if self.pool == "gevent" and self.executor == "temporal":
+            raise ConfigurationError(
+                "--pool gevent cannot run the temporal executor: temporalio runs on asyncio "
+                "with a native core, which a monkey-patched process breaks; use --pool thread"
+            )
         check_pool(self.pool)
 
     @classmethod

@@ -20,7 +20,12 @@ from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.consumers import QueueConsumers
 from orbiter_sync.control import RunControl, RunTracker
 from orbiter_sync.deadlines import Deadlines
-from orbiter_sync.errors import AgentConfigError, RedisUnavailableError, RetryLaterError
+from orbiter_sync.errors import (
+    AgentConfigError,
+    DurableRunFailed,
+    RedisUnavailableError,
+    RetryLaterError,
+)
 from orbiter_sync.events import EVENT_TYPES, EventPublisher, StreamEvent, for_the_stream
 from orbiter_sync.executors import Executor, RunContext
 from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted, StopReason
@@ -195,7 +200,7 @@ class Slot:
             return Outcome.stopped(
                 stop.reason, payload.timeout_seconds, retry_timeouts=payload.retry_timeouts
             )
-        except AgentConfigError as exc:
+        except (AgentConfigError, DurableRunFailed) as exc:  # never run again by us
             return Outcome.failed(exc, retryable=False)
         except RetryLaterError as exc:
             return Outcome.failed(exc, retry_after=exc.retry_after)

@@ -112,7 +112,10 @@ class Worker:
         s = self.settings
         self.policy = ImportPolicy.from_settings(s.allow_imports)
         self.policy.preload()  # a module that cannot be imported stops the worker here
-        self.executor = make_executor(s.executor, policy=self.policy)
+        durable = s.executor == "temporal"  # what a Temporal worker in this process needs
+        self.executor = make_executor(s.executor, policy=self.policy, **(dict(
+            redis_url=self.redis_url, worker_id=self.worker_id, slots=s.concurrency,
+            max_retries=s.max_retries, event_ttl=s.events_ttl) if durable else {}))  # fmt: skip
         self.client = connect(self.redis_url)
         self.stopping = threading.Event()
         queue = s.queue_settings()
@@ -164,6 +167,7 @@ class Worker:
         native.share_logging()
         for consumer in self.consumers:
             consumer.ensure_group()
+        self.executor.start()  # a Temporal server that cannot be reached stops us here
         heartbeat = Heartbeat(
             connect=lambda budget: connect(self.redis_url, budget=budget),
             worker_id=self.worker_id,

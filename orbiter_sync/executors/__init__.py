@@ -1,4 +1,5 @@
-"""Executors run one claimed task's agent: ``local`` (in the slot); ``temporal`` is not built yet.
+"""Executors run one claimed task's agent: ``local`` (in the slot) or ``temporal`` (a
+durable workflow the slot starts and waits for).
 
 base.py holds the seam (``Executor``, ``RunContext``); one module per executor
 implements it, and :func:`make_executor` picks one by name.
@@ -6,9 +7,10 @@ implements it, and :func:`make_executor` picks one by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 from orbiter_sync.agents import ImportPolicy
+from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.executors.base import (
     EXECUTORS,
     Executor,
@@ -29,10 +31,18 @@ __all__ = [
 ]
 
 
-_BUILT: dict[str, Callable[[ImportPolicy], Executor]] = {"local": LocalExecutor}
-
-
-def make_executor(name: str, *, policy: ImportPolicy) -> Executor:
-    """The executor called ``name``, resolving agents behind the import ``policy``."""
+def make_executor(name: str, *, policy: ImportPolicy, **worker: Any) -> Executor:
+    """The executor called ``name``, resolving agents behind the import ``policy``; the
+    temporal one also takes the worker's ``redis_url``, ``worker_id``, ``slots``,
+    ``max_retries`` and ``event_ttl`` (imported only then: temporalio is an extra)."""
     check_executor(name)
-    return _BUILT[name](policy)
+    if name == "temporal":
+        try:
+            from orbiter_sync.executors.temporal import TemporalExecutor
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"the temporal executor needs temporalio ({exc}): "
+                "pip install 'orbiter-sync[temporal]'"
+            ) from None
+        return TemporalExecutor(policy, **worker)
+    return LocalExecutor(policy)

@@ -24,7 +24,7 @@ from orbiter_sync.events import StreamEvent
 from orbiter_sync.models import TaskPayload
 
 EXECUTORS = ("local", "temporal")
-BUILT = ("local",)  # the temporal executor is named by the guide but not built yet
+BUILT = ("local", "temporal")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class Executor(ABC):
     @abstractmethod
     def execute(self, payload: TaskPayload, context: RunContext) -> dict[str, Any]:
         """Run the task's agent in the calling slot and return its result (``{"output": ...}``)."""
+
+    def start(self) -> None:  # noqa: B027 - a hook; most executors need nothing started
+        """Start what the executor needs before the slots run (a Temporal connection)."""
 
     def close(self) -> None:  # noqa: B027 - a hook; most executors hold nothing
         """Release what the executor holds once the worker has stopped."""

