@@ -140,3 +140,25 @@ def test_an_unreachable_server_stops_the_worker_at_start(redis_url: str) -> None
 def test_gevent_cannot_run_the_temporal_executor() -> None:
     with pytest.raises(ConfigurationError, match="--pool gevent cannot run the temporal"):
         WorkerSettings(pool="gevent", executor="temporal")
+
+
+def test_a_run_whose_worker_is_killed_completes_on_another(
+    durable_worker: Spawn, redis_url: str, r: redis.Redis
+) -> None:
+    fast = ("--visibility-timeout", "2", "--heartbeat-ttl", "2")
+    first = durable_worker(*fast)
+    handle = distributed({"entrypoint": "sample_agents:sleepy_sync"}, "3", redis_url=redis_url)
+    wait_for(lambda: len(events_of(r, handle.task_id)) > 5)
+    # When the process running the activity is killed mid-run
+    first.kill()
+    first.wait()
+    durable_worker(*fast)
+    # Then the other worker takes the task over, attaches to the workflow (no second
+    # one), and Temporal's retry of the activity completes it there, once
+    assert handle.result(timeout=90)["output"].startswith("started")
+    events = events_of(r, handle.task_id)
+    assert [e["status"] for e in events if e["type"] == "status" and e["status"] in
+            ("completed", "error", "cancelled")] == ["completed"]  # fmt: skip
+    retried = [e for e in events if e["type"] == "error" and e["error_type"] == "Retry"]
+    assert len(retried) == 1 and retried[0]["recoverable"] is True
+    assert max(e.get("attempt") or 0 for e in events if e["type"] == "status") == 2
