@@ -162,3 +162,21 @@ def test_a_run_whose_worker_is_killed_completes_on_another(
     retried = [e for e in events if e["type"] == "error" and e["error_type"] == "Retry"]
     assert len(retried) == 1 and retried[0]["recoverable"] is True
     assert max(e.get("attempt") or 0 for e in events if e["type"] == "status") == 2
+
+
+def test_a_graceful_stop_hands_the_run_back_and_its_workflow_goes_on(
+    durable_worker: Spawn, redis_url: str, r: redis.Redis, temporal_host: str
+) -> None:
+    first = durable_worker("--shutdown-timeout", "0.5")
+    handle = distributed({"entrypoint": "sample_agents:sleepy_sync"}, "4", redis_url=redis_url)
+    wait_for(lambda: len(events_of(r, handle.task_id)) > 5)
+    # When its worker is stopped with the run in flight
+    first.terminate()
+    assert first.wait(30) == 0
+    # Then the task is back on the queue and its workflow still runs under Temporal
+    assert handle.status().status == "pending"  # type: ignore[union-attr]
+    assert workflow_status(temporal_host, handle.task_id) == "RUNNING"
+    # and the next worker attaches to it and completes the task
+    durable_worker()
+    assert handle.result(timeout=90)["output"].startswith("started")
+    assert workflow_status(temporal_host, handle.task_id) == "COMPLETED"
