@@ -180,3 +180,19 @@ def test_a_graceful_stop_hands_the_run_back_and_its_workflow_goes_on(
     durable_worker()
     assert handle.result(timeout=90)["output"].startswith("started")
     assert workflow_status(temporal_host, handle.task_id) == "COMPLETED"
+
+
+def test_timeout_seconds_stops_a_durable_run(
+    durable_worker: Spawn, redis_url: str, temporal_host: str
+) -> None:
+    durable_worker()
+    handle = distributed(
+        {"entrypoint": "sample_agents:sleepy_sync"}, "30", redis_url=redis_url, timeout=2
+    )
+    with pytest.raises(TaskFailedError, match="timed out after 2s"):
+        handle.result(timeout=30)
+    state = handle.status()
+    assert state is not None and state.retries == 0  # not retried unless asked
+    # and its workflow is over too (cancelled by the slot, or failed by its own timeout)
+    ended = ("CANCELED", "FAILED", "TIMED_OUT")
+    wait_for(lambda: workflow_status(temporal_host, handle.task_id) in ended, timeout=15)

@@ -18,6 +18,7 @@ fails the task for good (``DurableRunFailed``); a config that can never run is a
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 from typing import Any
@@ -89,7 +90,9 @@ class TemporalExecutor(Executor):
                 raise _failure(exc) from None
             reason = context.control.reason
             if reason in (StopReason.CANCELLED, StopReason.TIMEOUT):
-                self.runtime.submit(handle.cancel()).result(timeout=CANCEL_WAIT)
+                # best effort: a workflow that ended meanwhile cannot be cancelled
+                with contextlib.suppress(Exception):
+                    self.runtime.submit(handle.cancel()).result(timeout=CANCEL_WAIT)
                 concurrent.futures.wait([result], timeout=CANCEL_WAIT)
                 raise RunInterrupted(reason)
             if reason is not None:  # a stop or a lost entry: the workflow goes on
