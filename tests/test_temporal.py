@@ -16,7 +16,7 @@ import pytest
 import redis
 from helpers import CLI, Spawn, events_of, stream_entries, wait_for
 
-from orbiter_sync.client import distributed
+from orbiter_sync.client import TaskHandle, distributed
 from orbiter_sync.errors import ConfigurationError, TaskCancelledError, TaskFailedError
 from orbiter_sync.settings import WorkerSettings
 
@@ -196,3 +196,22 @@ def test_timeout_seconds_stops_a_durable_run(
     # and its workflow is over too (cancelled by the slot, or failed by its own timeout)
     ended = ("CANCELED", "FAILED", "TIMED_OUT")
     wait_for(lambda: workflow_status(temporal_host, handle.task_id) in ended, timeout=15)
+
+
+def test_a_completed_workflow_is_fetched_never_run_again(
+    durable_worker: Spawn, redis_url: str, r: redis.Redis
+) -> None:
+    from orbiter_sync.models import TaskPayload
+    from orbiter_sync.producer import TaskProducer
+
+    durable_worker()
+    payload = TaskPayload(agent_config={"entrypoint": "sample_agents:words"}, input="a b")
+    TaskProducer(redis_url).submit(payload)
+    handle = TaskHandle(payload.task_id, redis_url=redis_url)
+    output = handle.result(timeout=30)
+    # When the same task comes again (its Redis record lost after the workflow completed)
+    r.delete(f"orbiter:task:{payload.task_id}", f"orbiter:stream:{payload.task_id}")
+    TaskProducer(redis_url).submit(payload)
+    # Then its workflow's result is fetched: the agent does not run again
+    assert handle.result(timeout=30) == output
+    assert [e["type"] for e in events_of(r, payload.task_id)] == ["status", "status"]

@@ -25,7 +25,7 @@ from typing import Any
 
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 
 from orbiter_sync.agents import ImportPolicy
 from orbiter_sync.errors import AgentConfigError, DurableRunFailed
@@ -70,16 +70,19 @@ class TemporalExecutor(Executor):
             payload = dataclasses.replace(payload, max_retries=self.max_retries)
         client = self.runtime.client
         assert client is not None, "TemporalExecutor.start() was not called"
-        handle = self.runtime.submit(
-            client.start_workflow(
-                WORKFLOW,
-                payload.to_json(),
-                id=workflow_id(payload.task_id),
-                task_queue=self.temporal.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            )
-        ).result(timeout=30)
+        try:
+            handle = self.runtime.submit(
+                client.start_workflow(
+                    WORKFLOW,
+                    payload.to_json(),
+                    id=workflow_id(payload.task_id),
+                    task_queue=self.temporal.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                )
+            ).result(timeout=30)
+        except WorkflowAlreadyStartedError:  # it completed (or was cancelled): its result
+            handle = client.get_workflow_handle(workflow_id(payload.task_id))
         result = self.runtime.submit(handle.result())
         while True:
             try:
