@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, assert_never
 
-from orbiter_sync.models import TaskStatus, describe, encode_result, readable
-from orbiter_sync.redaction import redacted
+from orbiter_sync.models import TaskStatus, encode_result, readable
+from orbiter_sync.redaction import error_text, redacted
 
 
 class StopReason(StrEnum):
@@ -81,7 +81,7 @@ class Outcome:
         # the error is str(exc), as the async worker writes it (the class name when that
         # is empty); the class is kept beside it
         name = type(exc).__name__
-        error = readable(redacted(describe(exc) or name))
+        error = readable(error_text(exc))
         trace = readable(redacted(_traceback_of(exc)))
         return cls(kind, error=error, error_type=name, retry_after=retry_after, traceback=trace)
 

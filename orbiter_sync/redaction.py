@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from orbiter_sync.models import describe
+
 SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 MAX_ERROR = 8192  # characters of an error kept in a task hash or event
 
@@ -22,3 +24,8 @@ def redacted(text: str, env: Mapping[str, str] | None = None) -> str:
         if len(value) >= 8 and name.upper().endswith(SECRET_SUFFIXES) and value in text:
             text = text.replace(value, "***")
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 1] + "…"
+
+
+def error_text(exc: BaseException) -> str:
+    """``str(exc)`` (its class name when that is empty) as others may read it: redacted."""
+    return redacted(describe(exc) or type(exc).__name__)

@@ -12,7 +12,7 @@ answer meets the task's retry policy:
 - 5xx, connection errors and timeouts: the error itself, a failed attempt.
 
 Error text that others read (events, the task hash) goes through
-:func:`message`: a provider may quote the key it was sent.
+:func:`orbiter_sync.redaction.error_text`: a provider may quote the key it was sent.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from __future__ import annotations
 from pydantic_ai import exceptions as x
 
 from orbiter_sync.errors import AgentConfigError, ModelRefusedError, RetryLaterError
-from orbiter_sync.models import describe
-from orbiter_sync.redaction import redacted
+from orbiter_sync.redaction import error_text
 
 _REFUSED = (x.ModelRequestRejectedError, x.ModelQuotaExceededError)
 # 4xx answers that another try may not get: a timeout, a conflict, "too early"
@@ -33,7 +32,7 @@ def sorted_out(exc: Exception) -> Exception:
     """What ends the attempt for ``exc``: ``exc`` itself when it is a plain failure."""
     status = getattr(exc, "status_code", None)
     if isinstance(exc, x.UserError):  # pydantic-ai refusing the agent as built (a tool name)
-        return AgentConfigError(f"the agent cannot run on pydantic-ai: {message(exc)}")
+        return AgentConfigError(f"the agent cannot run on pydantic-ai: {error_text(exc)}")
     if isinstance(exc, x.ModelQuotaExceededError):  # a 429 too, but waiting will not help
         return ModelRefusedError(_explained(exc, status))
     if isinstance(exc, x.ModelRateLimitError) or status == 429:
@@ -45,14 +44,9 @@ def sorted_out(exc: Exception) -> Exception:
     return exc
 
 
-def message(exc: BaseException) -> str:
-    """``str(exc)`` as others may read it: no secret of the worker's, bounded in length."""
-    return redacted(describe(exc) or type(exc).__name__)
-
-
 def _explained(exc: Exception, status: object) -> str:
     hint = _ACCESS.get(status) if isinstance(status, int) else None
     if isinstance(exc, x.ModelNotFoundError) or status == 404:
         hint = "check the agent's model name"
-    said = message(exc)
+    said = error_text(exc)
     return f"{said} ({hint})" if hint else said

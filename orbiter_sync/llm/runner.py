@@ -54,6 +54,7 @@ from orbiter_sync.llm import errors
 from orbiter_sync.llm.models import PROVIDERS, build_model, check_model, split_model
 from orbiter_sync.llm.spec import AgentSpec
 from orbiter_sync.llm.tools import ReportingToolset, load_tools
+from orbiter_sync.redaction import error_text
 
 Emit = Callable[[StreamEvent], object]
 
@@ -281,13 +282,13 @@ class _Run:
             return f"Unknown tool '{part.tool_name}'"
         outcome = getattr(part, "outcome", "success")
         if isinstance(part, m.RetryPromptPart) or outcome == "retried":
-            return errors.message(ValueError(f"invalid arguments: {part.content}"))
+            return error_text(ValueError(f"invalid arguments: {part.content}"))
         if outcome != "success":
-            return errors.message(ValueError(str(part.content) or "tool failed"))
+            return error_text(ValueError(str(part.content) or "tool failed"))
         return None
 
     def failed(self, exc: Exception) -> None:
-        message = errors.message(exc)
+        message = error_text(exc)
         self.emit(
             ErrorEvent(
                 error=message,

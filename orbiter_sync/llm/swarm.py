@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from orbiter_sync.events import StatusEvent, StreamEvent
-from orbiter_sync.llm.errors import message
 from orbiter_sync.llm.runner import AgentOutput, Emit, PreparedAgent, run_agent
 from orbiter_sync.llm.spec import SwarmSpec
 from orbiter_sync.llm.tools import delegate_tool
+from orbiter_sync.redaction import error_text
 
 
 class SwarmError(RuntimeError):
@@ -132,7 +132,7 @@ class _SwarmRun:
             try:
                 output = await self.agent(worker, task, emit=_quiet, detailed=False, history=())
             except Exception as exc:  # noqa: BLE001 - reported to the lead as a failed tool
-                raise DelegateError(f"{worker}: {message(exc)}") from None
+                raise DelegateError(f"{worker}: {error_text(exc)}") from None
             return output.text
 
         return run

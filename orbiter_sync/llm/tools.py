@@ -33,8 +33,7 @@ from pydantic_ai.toolsets import WrapperToolset
 
 from orbiter_sync.agents.imports import ImportPolicy, import_allowed, split_path
 from orbiter_sync.errors import AgentConfigError, ImportNotAllowedError
-from orbiter_sync.models import describe
-from orbiter_sync.redaction import redacted
+from orbiter_sync.redaction import error_text
 
 _TOOL_ATTRIBUTES = ("name", "parameters", "execute")
 
@@ -148,6 +147,6 @@ class ReportingToolset(WrapperToolset[Any]):
         except Exception as exc:  # noqa: BLE001 - a tool's error is the model's to see, as in orbiter
             if type(exc).__module__.startswith("pydantic_ai"):
                 raise  # pydantic-ai's own signals (ModelRetry, ToolFailed, approvals ...)
-            error = redacted(describe(exc) or type(exc).__name__)
+            error = error_text(exc)
             self.failures[ctx.tool_call_id or ""] = error
             raise ToolFailed(error) from exc

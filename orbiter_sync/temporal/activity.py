@@ -28,9 +28,9 @@ from orbiter_sync.errors import AgentConfigError, RetryLaterError
 from orbiter_sync.events import ErrorEvent, EventPublisher, StatusEvent, StreamEvent, for_the_stream
 from orbiter_sync.executors.base import RunContext
 from orbiter_sync.executors.local import LocalExecutor
-from orbiter_sync.models import TaskPayload, describe
+from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import RunInterrupted, StopReason
-from orbiter_sync.redaction import redacted
+from orbiter_sync.redaction import error_text
 from orbiter_sync.temporal import ACTIVITY, HEARTBEAT_EVERY
 
 logger = logging.getLogger(__name__)
@@ -81,14 +81,14 @@ class AgentActivity:
             raise _interrupted(stop.reason, payload) from None
         except AgentConfigError as exc:
             raise ApplicationError(
-                _said(exc), type=type(exc).__name__, non_retryable=True
+                error_text(exc), type=type(exc).__name__, non_retryable=True
             ) from None
         except RetryLaterError as exc:
             wait = timedelta(seconds=exc.retry_after)
             kind = type(exc).__name__
-            raise ApplicationError(_said(exc), type=kind, next_retry_delay=wait) from None
+            raise ApplicationError(error_text(exc), type=kind, next_retry_delay=wait) from None
         except Exception as exc:  # noqa: BLE001 - a failed attempt: Temporal's retry policy decides
-            raise ApplicationError(_said(exc), type=type(exc).__name__) from None
+            raise ApplicationError(error_text(exc), type=type(exc).__name__) from None
         finally:
             done.set()
         return json.dumps(result, default=str)
@@ -114,7 +114,3 @@ def _interrupted(reason: StopReason, payload: TaskPayload) -> BaseException:
         said = f"timed out after {payload.timeout_seconds:g}s"
         return ApplicationError(said, type="TimeoutError", non_retryable=not payload.retry_timeouts)
     return ApplicationError("the worker running it stopped", type="WorkerStopped")
-
-
-def _said(exc: BaseException) -> str:
-    return redacted(describe(exc) or type(exc).__name__)
