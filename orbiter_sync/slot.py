@@ -26,8 +26,9 @@ from orbiter_sync.errors import (
     RedisUnavailableError,
     RetryLaterError,
 )
-from orbiter_sync.events import EVENT_TYPES, EventPublisher, StreamEvent, for_the_stream
+from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import Executor, RunContext
+from orbiter_sync.executors.base import stream_publisher
 from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted, StopReason
 from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, Delivery
 
@@ -170,23 +171,8 @@ class Slot:
     def attempt(self, delivery: Delivery, control: RunControl) -> Outcome:
         """Run the agent once; whatever happens becomes the outcome."""
         payload = delivery.payload
-
-        skipped: set[str] = set()
-
-        def publish(event: StreamEvent) -> None:
-            sent = for_the_stream(event)
-            if sent is not None:
-                self.publisher.publish(payload.task_id, sent)
-                return
-            kind = str(event.to_dict().get("type"))
-            if kind not in skipped:  # said once a run: an agent may yield thousands
-                skipped.add(kind)
-                logger.warning("worker %s: task %s: a %r event was not published: the async "
-                               "library's readers know only %s", self.worker_id,
-                               payload.task_id, kind, ", ".join(EVENT_TYPES))  # fmt: skip
-
         context = RunContext(
-            publish=publish,
+            publish=stream_publisher(self.publisher, payload.task_id, self.worker_id),
             control=control,
             deadline=time.monotonic() + min(payload.timeout_seconds, MAX_TIMEOUT_SECONDS),
         )

@@ -9,6 +9,7 @@ turns that into an ``Outcome``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from abc import ABC, abstractmethod
@@ -20,8 +21,10 @@ from typing import Any
 from orbiter_sync.control import RunControl
 from orbiter_sync.env import TEMPORAL_HOST_ENV
 from orbiter_sync.errors import ConfigurationError
-from orbiter_sync.events import StreamEvent
+from orbiter_sync.events import EVENT_TYPES, EventPublisher, StreamEvent, for_the_stream
 from orbiter_sync.models import TaskPayload
+
+logger = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "temporal")
 BUILT = ("local", "temporal")
@@ -41,6 +44,31 @@ class RunContext:
     def remaining(self) -> float:
         """Seconds left before the deadline (never negative)."""
         return max(0.0, self.deadline - time.monotonic())
+
+
+def stream_publisher(
+    publisher: EventPublisher, task_id: str, worker_id: str
+) -> Callable[[StreamEvent], bool]:
+    """How one run's events reach its task's stream, whatever the executor runs it:
+    through ``for_the_stream``; an event of a type the async readers do not know is
+    logged (once a run: an agent may yield thousands) and not published. The function
+    returns whether the event was published."""
+    skipped: set[str] = set()
+
+    def publish(event: StreamEvent) -> bool:
+        sent = for_the_stream(event)
+        if sent is not None:
+            publisher.publish(task_id, sent)
+            return True
+        kind = str(event.to_dict().get("type"))
+        if kind not in skipped:
+            skipped.add(kind)
+            logger.warning("worker %s: task %s: a %r event was not published: the async "
+                           "library's readers know only %s", worker_id, task_id, kind,
+                           ", ".join(EVENT_TYPES))  # fmt: skip
+        return False
+
+    return publish
 
 
 class Executor(ABC):

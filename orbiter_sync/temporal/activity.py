@@ -25,8 +25,8 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from orbiter_sync.control import RunControl
 from orbiter_sync.errors import AgentConfigError, RetryLaterError
-from orbiter_sync.events import ErrorEvent, EventPublisher, StatusEvent, StreamEvent, for_the_stream
-from orbiter_sync.executors.base import RunContext
+from orbiter_sync.events import ErrorEvent, EventPublisher, StatusEvent, StreamEvent
+from orbiter_sync.executors.base import RunContext, stream_publisher
 from orbiter_sync.executors.local import LocalExecutor
 from orbiter_sync.models import TaskPayload
 from orbiter_sync.outcome import RunInterrupted, StopReason
@@ -52,12 +52,11 @@ class AgentActivity:
         attempt = activity.info().attempt
         control = RunControl(payload.task_id, f"temporal-{attempt}")
         events = 0
+        published = stream_publisher(self.publisher, payload.task_id, self.worker_id)
 
-        def publish(event: StreamEvent) -> None:
+        def publish(event: StreamEvent) -> None:  # as a local run's, with a beat every 10
             nonlocal events
-            sent = for_the_stream(event)
-            if sent is not None:
-                self.publisher.publish(payload.task_id, sent)
+            if published(event):
                 events += 1
                 if events % BEAT_EVERY_EVENTS == 0:
                     activity.heartbeat(events)
