@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine
@@ -48,7 +49,7 @@ class TemporalRuntime:
         try:
             self.client = self._ready.result(CONNECT_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any way of not reaching it says the same
-            self._loop.call_soon_threadsafe(self._stopped.set)
+            self.stop(timeout=0)  # a failed connect has ended the loop already, or will
             raise ConfigurationError(
                 f"cannot reach the Temporal server at {self.settings.host} (namespace "
                 f"{self.settings.namespace}): {type(exc).__name__}: {exc}"
@@ -60,7 +61,9 @@ class TemporalRuntime:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the Temporal worker (its running activities get ``timeout`` seconds)."""
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stopped.set)
+            # the thread may close its loop between the check and the call: then it is over
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stopped.set)
             self._thread.join(timeout)
 
     def _main(self) -> None:
