@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,18 +23,11 @@ import redis
 from tabulate import tabulate
 
 from orbiter_sync import distributed
-from orbiter_sync.embedded import EmbeddedRedis
+from orbiter_sync.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NOOP = {"entrypoint": "benchmarks.agents:noop"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def latencies(executor: str, tasks: int, temporal_host: str) -> list[float]:

@@ -17,17 +17,11 @@ import redis
 from helpers import CLI, Spawn, events_of, stream_entries, wait_for
 
 from orbiter_sync.client import TaskHandle, distributed
+from orbiter_sync.embedded import free_port
 from orbiter_sync.errors import ConfigurationError, TaskCancelledError, TaskFailedError
 from orbiter_sync.settings import WorkerSettings
 
 TEMPORAL = Path(sys.executable).with_name("temporal")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
