@@ -88,6 +88,10 @@ def test_compose_file(monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = parse_invocation(shlex.split(temporal_worker["command"]))
     assert ctx.params["executor"] == "temporal"
     assert ctx.params["concurrency"] == 4
+    # durable tasks have their own queue: the local replicas never take one
+    assert ctx.params["queue_name"] == ("orbiter:durable",)
+    assert parse_invocation(dockerfile_cmd()).params["queue_name"] == ("orbiter:tasks",)
+    assert "temporal-data" in compose["volumes"]
 
 
 def dockerfile_cmd() -> list[str]:
