@@ -15,6 +15,7 @@ from .demo import demo
 from .fleet import health, worker_group
 from .queue import queue_group
 from .task import task_group
+from .temporal_worker import temporal_worker_command
 from .worker import start
 
 
@@ -35,6 +36,8 @@ def cli(verbose: bool) -> None:
         stream=sys.stderr,
     )
 
+
+assert temporal_worker_command.name in start.commands  # `start temporal-worker` registered
 
 for command in (start, worker_group, task_group, queue_group, dead_letters_group, health, demo):
     cli.add_command(command)

@@ -13,11 +13,20 @@ from typing import Any, TypeVar
 
 import click
 
-from orbiter_sync.env import ALLOW_IMPORTS_ENV, EVENTS_TTL_ENV, POOL_ENV, RESULT_TTL_ENV, URL_ENV
+from orbiter_sync.env import (
+    ALLOW_IMPORTS_ENV,
+    EVENTS_TTL_ENV,
+    POOL_ENV,
+    RESULT_TTL_ENV,
+    TEMPORAL_TASK_QUEUE_ENV,
+    TEMPORAL_WORKER_ENV,
+    URL_ENV,
+)
 from orbiter_sync.errors import OrbiterError
 from orbiter_sync.executors import EXECUTORS, default_executor
 from orbiter_sync.pools import POOLS
 from orbiter_sync.queue import ttl_settings
+from orbiter_sync.temporal import DEFAULT_TASK_QUEUE
 from orbiter_sync.urls import mask_url, resolve_redis_url
 from orbiter_sync.worker import Worker, WorkerSettings
 
@@ -54,13 +63,59 @@ def ttl_setting(name: str, key: str, env: str, help: str) -> Callable[[F], F]:
     )
 
 
-@start.command("worker")
-@click.option(
+redis_url_option = click.option(
     "--redis-url",
     default=None,
     metavar="URL",
     help=f"Redis URL [default: ${URL_ENV}, then $REDIS_URL]",
 )
+worker_id_option = click.option(
+    "--worker-id", default=None, help="Unique worker id [default: {hostname}-{pid}-{random}]."
+)
+temporal_task_queue_option = setting(
+    "temporal_task_queue",
+    show_default=f"{DEFAULT_TASK_QUEUE}, or ${TEMPORAL_TASK_QUEUE_ENV}",
+    metavar="NAME",
+    help="Temporal task queue of the temporal executor's workflows and activities; "
+    "every process of one fleet must name the same one (and not the async library's "
+    "orbiter-tasks). The server is $TEMPORAL_HOST in namespace $TEMPORAL_NAMESPACE.",
+)
+shutdown_timeout_option = setting(
+    "shutdown_timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds running tasks get to finish on SIGTERM before they are released.",
+)
+events_ttl_option = ttl_setting(
+    "events_ttl", "event_ttl", EVENTS_TTL_ENV, "Seconds a task's event stream is kept."
+)
+allow_imports_option = setting(
+    "allow_imports",
+    "--allow-import",
+    multiple=True,
+    metavar="MODULE",
+    show_default=False,
+    help="Module prefix payload entrypoints may be imported from (repeatable; "
+    f"also {ALLOW_IMPORTS_ENV}, comma-separated).",
+)
+path_option = click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Directory to import agents' modules from, before the current directory "
+    "(repeatable; the current directory is always on the path, as with Celery and RQ).",
+)
+log_level_option = click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+
+
+@start.command("worker")
+@redis_url_option
 @setting("concurrency", type=click.IntRange(min=1), help="Concurrent task slots in this process.")
 @setting(
     "queue_name",
@@ -70,9 +125,7 @@ def ttl_setting(name: str, key: str, env: str, help: str) -> Callable[[F], F]:
     help="Queue to consume; repeat it to consume several, highest priority first "
     "(--queue urgent --queue default).",
 )
-@click.option(
-    "--worker-id", default=None, help="Unique worker id [default: {hostname}-{pid}-{random}]."
-)
+@worker_id_option
 @setting(
     "pool",
     type=click.Choice(POOLS),
@@ -87,16 +140,22 @@ def ttl_setting(name: str, key: str, env: str, help: str) -> Callable[[F], F]:
     show_default=f"{WorkerSettings.default_of('executor')}; temporal when $TEMPORAL_HOST is set",
     help="Execution backend.",
 )
+@temporal_task_queue_option
+@setting(
+    "temporal_worker",
+    "--temporal-worker/--no-temporal-worker",
+    envvar=TEMPORAL_WORKER_ENV,
+    show_default=f"on, or ${TEMPORAL_WORKER_ENV}",
+    help="With --executor temporal, also run Temporal's workflows and activities in this "
+    "process; --no-temporal-worker only starts workflows and waits for them, for fleets "
+    "where 'orbiter-sync start temporal-worker' processes run them.",
+)
 @setting(
     "heartbeat_ttl",
     type=click.IntRange(min=1),
     help="Heartbeat key TTL in seconds (beats every third of it).",
 )
-@setting(
-    "shutdown_timeout",
-    type=click.FloatRange(min=0),
-    help="Seconds running tasks get to finish on SIGTERM before they are released.",
-)
+@shutdown_timeout_option
 @setting(
     "visibility_timeout",
     type=click.FloatRange(min=0.1),
@@ -134,16 +193,8 @@ def ttl_setting(name: str, key: str, env: str, help: str) -> Callable[[F], F]:
     RESULT_TTL_ENV,
     "Seconds a task's status and result are kept (clients read the same variable).",
 )
-@ttl_setting("events_ttl", "event_ttl", EVENTS_TTL_ENV, "Seconds a task's event stream is kept.")
-@setting(
-    "allow_imports",
-    "--allow-import",
-    multiple=True,
-    metavar="MODULE",
-    show_default=False,
-    help="Module prefix payload entrypoints may be imported from (repeatable; "
-    f"also {ALLOW_IMPORTS_ENV}, comma-separated).",
-)
+@events_ttl_option
+@allow_imports_option
 @click.option(
     "--id-file",
     default=None,
@@ -152,21 +203,8 @@ def ttl_setting(name: str, key: str, env: str, help: str) -> Callable[[F], F]:
     help="Write this worker's id to PATH while it runs (removed when it stops), so that "
     "'orbiter-sync health --id-file PATH' can check it from a container's health check.",
 )
-@click.option(
-    "--path",
-    "paths",
-    multiple=True,
-    metavar="DIR",
-    type=click.Path(file_okay=False),
-    help="Directory to import agents' modules from, before the current directory "
-    "(repeatable; the current directory is always on the path, as with Celery and RQ).",
-)
-@click.option(
-    "--log-level",
-    default="INFO",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-)
+@path_option
+@log_level_option
 def worker_command(
     redis_url: str | None,
     worker_id: str | None,
@@ -180,19 +218,7 @@ def worker_command(
     The first signal stops claiming and lets running tasks finish within
     --shutdown-timeout; a second one releases them back to the queue at once.
     """  # noqa: D301
-    logging.basicConfig(
-        level=log_level.upper(),
-        format=LOG_FORMAT,
-        stream=sys.stderr,
-        force=True,  # replaces the quiet setup of the command group
-    )
-    remember_url(redis_url)
-    # every log line, whoever writes it, goes out without a password in it
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(
-            ScrubbingFormatter(LOG_FORMAT, urls_in_use(click.get_current_context()))
-        )
-    put_on_path(paths)
+    set_up_process(log_level, redis_url, paths)
     # the first --queue is the worker's queue, the others are read after it, in order
     settings["queue_name"], *also = settings["queue_name"]
     settings["also_queues"] = tuple(also)
@@ -226,6 +252,7 @@ def worker_command(
         f"  concurrency: {s.concurrency}\n"
         f"  pool:        {s.pool}\n"
         f"  executor:    {s.executor}\n"
+        f"{temporal_line(worker)}"
         f"  imports:     {allowlist(worker.policy.prefixes)}",
         err=True,
     )
@@ -239,6 +266,36 @@ def worker_command(
         if id_file:
             with contextlib.suppress(OSError):
                 os.unlink(id_file)
+
+
+def set_up_process(log_level: str, redis_url: str | None, paths: tuple[str, ...]) -> None:
+    """Logging at ``log_level`` (no password in any line) and agents' modules on the path."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format=LOG_FORMAT,
+        stream=sys.stderr,
+        force=True,  # replaces the quiet setup of the command group
+    )
+    remember_url(redis_url)
+    # every log line, whoever writes it, goes out without a password in it
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            ScrubbingFormatter(LOG_FORMAT, urls_in_use(click.get_current_context()))
+        )
+    put_on_path(paths)
+
+
+def temporal_line(worker: Worker) -> str:
+    """The banner's line for the Temporal server and task queue ('' in local mode)."""
+    temporal = getattr(worker.executor, "temporal", None)
+    if temporal is None:
+        return ""
+    where = "workflows and activities here" if worker.settings.temporal_worker else (
+        "starts workflows only")  # fmt: skip
+    return (
+        f"  temporal:    {temporal.host} namespace={temporal.namespace} "
+        f"task_queue={temporal.task_queue} ({where})\n"
+    )
 
 
 def put_on_path(paths: tuple[str, ...]) -> None:

@@ -11,6 +11,10 @@ CERT_REQS_ENV = "ORBITER_REDIS_SSL_CERT_REQS"
 ALLOW_IMPORTS_ENV = "ORBITER_ALLOW_IMPORTS"
 POOL_ENV = "ORBITER_POOL"
 TEMPORAL_HOST_ENV = "TEMPORAL_HOST"  # selects the temporal executor when set
+TEMPORAL_NAMESPACE_ENV = "TEMPORAL_NAMESPACE"
+TEMPORAL_TASK_QUEUE_ENV = "ORBITER_TEMPORAL_TASK_QUEUE"
+# "false": a temporal-executor worker only starts workflows (start temporal-worker runs them)
+TEMPORAL_WORKER_ENV = "ORBITER_TEMPORAL_WORKER"
 # seconds a web process's client call may take, retries included (default 5)
 CLIENT_TIMEOUT_ENV = "ORBITER_CLIENT_TIMEOUT"
 # how long a task's hash (and result) and its event stream are kept, for workers and clients

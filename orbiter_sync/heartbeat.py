@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -288,6 +289,11 @@ class Heartbeat:
                 logger.exception("worker %s: could not stop task %s", self.worker_id, task_id)
 
         self.in_hub(stop)
+
+
+def default_worker_id() -> str:
+    """``{hostname}-{pid}-{8 hex}``, unique per process."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def release_stuck(

@@ -40,6 +40,12 @@ class WorkerSettings:
     """Heartbeat key TTL in seconds (the worker beats every third of it)."""
     executor: str = "local"
     """Execution backend: local or temporal."""
+    temporal_task_queue: str | None = None
+    """The Temporal task queue of the temporal executor's workflows and activities
+    (None: ``$ORBITER_TEMPORAL_TASK_QUEUE``, else ``orbiter-sync-tasks``)."""
+    temporal_worker: bool = True
+    """Whether a temporal-executor worker also runs Temporal's workflows and activities
+    (False: it only starts workflows; ``orbiter-sync start temporal-worker`` runs them)."""
     pool: str = "thread"
     """What slots run on: thread or gevent."""
     shutdown_timeout: float = 25.0
@@ -100,6 +106,8 @@ class WorkerSettings:
                 "with a native core, which a monkey-patched process breaks; use --pool thread"
             )
         check_pool(self.pool)
+        if self.temporal_task_queue is not None and not self.temporal_task_queue.strip():
+            raise ConfigurationError("the Temporal task queue must not be empty")
 
     @classmethod
     def default_of(cls, name: str) -> Any:
@@ -136,6 +144,8 @@ class WorkerOptions(TypedDict, total=False):
     also_queues: Sequence[str]
     heartbeat_ttl: int
     executor: str
+    temporal_task_queue: str | None
+    temporal_worker: bool
     pool: str
     shutdown_timeout: float
     visibility_timeout: float

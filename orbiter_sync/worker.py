@@ -21,9 +21,6 @@ collaborators they use passed in.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import sys
 import threading
 import time
@@ -44,12 +41,13 @@ from orbiter_sync.deadlines import Deadlines
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import make_executor
-from orbiter_sync.heartbeat import STOP_BUDGET, Heartbeat, release_stuck
+from orbiter_sync.heartbeat import STOP_BUDGET, Heartbeat, default_worker_id, release_stuck
 from orbiter_sync.maintenance import Maintenance, RetryPromoter
 from orbiter_sync.outcome import StopReason
 from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
 from orbiter_sync.slot import Slot
+from orbiter_sync.temporal import TemporalSettings
 from orbiter_sync.urls import mask_url, resolve_redis_url
 
 logger = logging.getLogger(__name__)
@@ -62,11 +60,6 @@ STOP_GRACE = 0.3  # seconds stopped runs get to hand their task back themselves
 MAIN_THREAD_TICK = 0.05
 
 __all__ = ["Worker", "WorkerSettings", "default_worker_id"]
-
-
-def default_worker_id() -> str:
-    """``{hostname}-{pid}-{8 hex}``, unique per process."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 @dataclass
@@ -115,7 +108,9 @@ class Worker:
         durable = s.executor == "temporal"  # what a Temporal worker in this process needs
         self.executor = make_executor(s.executor, policy=self.policy, **(dict(
             redis_url=self.redis_url, worker_id=self.worker_id, slots=s.concurrency,
-            max_retries=s.max_retries, event_ttl=s.events_ttl) if durable else {}))  # fmt: skip
+            max_retries=s.max_retries, event_ttl=s.events_ttl,
+            temporal=TemporalSettings.from_env(task_queue=s.temporal_task_queue),
+            run_activities=s.temporal_worker) if durable else {}))  # fmt: skip
         self.client = connect(self.redis_url)
         self.stopping = threading.Event()
         queue = s.queue_settings()

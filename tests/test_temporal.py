@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,35 +12,18 @@ from typing import Any
 import pytest
 import redis
 from helpers import CLI, Spawn, events_of, stream_entries, wait_for
+from temporal_support import dev_server, workflow_status
 
 from orbiter_sync.client import TaskHandle, distributed
 from orbiter_sync.embedded import free_port
 from orbiter_sync.errors import ConfigurationError, TaskCancelledError, TaskFailedError
 from orbiter_sync.settings import WorkerSettings
 
-TEMPORAL = Path(sys.executable).with_name("temporal")
-
 
 @pytest.fixture(scope="module")
 def temporal_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Temporal dev server on free ports, stopped by PID at the end."""
-    port, ui = free_port(), free_port()
-    log = open(tmp_path_factory.mktemp("temporal") / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [str(TEMPORAL), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-         "--port", str(port), "--ui-port", str(ui), "--log-level", "error"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-    def accepting() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_for(accepting, timeout=30)
-    yield f"127.0.0.1:{port}"
-    server.terminate()
-    server.wait(10)
-    log.close()
+    with dev_server(tmp_path_factory.mktemp("temporal")) as host:
+        yield host
 
 
 @pytest.fixture
@@ -53,17 +33,6 @@ def durable_worker(spawn_worker: Spawn, redis_url: str, temporal_host: str) -> S
         return spawn_worker(redis_url, "--executor", "temporal", *args, env=env, pool="thread")
 
     return start
-
-
-def workflow_status(host: str, task_id: str) -> str:
-    from temporalio.client import Client
-
-    async def read() -> str:
-        client = await Client.connect(host)
-        described = await client.get_workflow_handle(f"orbiter-task-{task_id}").describe()
-        return str(described.status.name if described.status else "")
-
-    return asyncio.run(read())
 
 
 def test_an_agent_runs_as_a_workflow_with_its_events(

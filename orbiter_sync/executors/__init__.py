@@ -34,7 +34,8 @@ __all__ = [
 def make_executor(name: str, *, policy: ImportPolicy, **worker: Any) -> Executor:
     """The executor called ``name``, resolving agents behind the import ``policy``; the
     temporal one also takes the worker's ``redis_url``, ``worker_id``, ``slots``,
-    ``max_retries`` and ``event_ttl`` (imported only then: temporalio is an extra)."""
+    ``max_retries``, ``event_ttl``, ``temporal`` (TemporalSettings) and
+    ``run_activities`` (imported only then: temporalio is an extra)."""
     check_executor(name)
     if name == "temporal":
         try:

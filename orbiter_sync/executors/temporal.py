@@ -4,8 +4,9 @@ The slot claims from Redis as in local mode, then starts ``AgentExecutionWorkflo
 with id ``orbiter-task-{task_id}``: a reclaimed task whose workflow still runs is
 attached to (id conflict policy ``USE_EXISTING``), and a new run is allowed only
 after a failed one (id reuse policy ``ALLOW_DUPLICATE_FAILED_ONLY``), so a completed
-workflow's result is fetched, never run again. The activity runs in this process's
-Temporal worker (runtime.py) or in any other worker of the same task queue, and
+workflow's result is fetched, never run again. The activity runs in any Temporal
+worker of the task queue: this process's own (runtime.py) unless
+``--no-temporal-worker``, or ``orbiter-sync start temporal-worker`` processes; it
 publishes the events. The slot's stop switch maps onto the workflow: a cancel
 cancels it; a timeout cancels it too; a worker stop leaves it running under Temporal
 and hands the task back, so another worker attaches to it.
@@ -55,12 +56,14 @@ class TemporalExecutor(Executor):
         max_retries: int,
         event_ttl: int,
         temporal: TemporalSettings | None = None,
+        run_activities: bool = True,
     ) -> None:
         self.max_retries = max_retries
         self.temporal = temporal or TemporalSettings.from_env()
         self.publisher = EventPublisher(redis_url, stream_ttl_seconds=event_ttl)
         agent = AgentActivity(LocalExecutor(policy), self.publisher, worker_id)
-        self.runtime = TemporalRuntime(self.temporal, agent, slots)
+        # without activities here, `orbiter-sync start temporal-worker` processes run them
+        self.runtime = TemporalRuntime(self.temporal, agent if run_activities else None, slots)
 
     def start(self) -> None:
         self.runtime.start()

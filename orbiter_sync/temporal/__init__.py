@@ -18,15 +18,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from orbiter_sync.env import TEMPORAL_HOST_ENV
+from orbiter_sync.env import TEMPORAL_HOST_ENV, TEMPORAL_NAMESPACE_ENV, TEMPORAL_TASK_QUEUE_ENV
 
 WORKFLOW = "AgentExecutionWorkflow"
 ACTIVITY = "execute_agent_activity"
 DEFAULT_HOST = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "orbiter-sync-tasks"
-NAMESPACE_ENV = "TEMPORAL_NAMESPACE"
-TASK_QUEUE_ENV = "ORBITER_TEMPORAL_TASK_QUEUE"
 HEARTBEAT_TIMEOUT = 10.0  # seconds without a heartbeat before Temporal retries elsewhere
 HEARTBEAT_EVERY = 2.0  # seconds between an activity's heartbeats while a step is slow
 # errors a retry cannot fix: the activity fails for good on them
@@ -46,10 +44,14 @@ class TemporalSettings:
     task_queue: str = DEFAULT_TASK_QUEUE
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TemporalSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, task_queue: str | None = None
+    ) -> TemporalSettings:
+        """From ``TEMPORAL_HOST``, ``TEMPORAL_NAMESPACE`` and, unless ``task_queue`` is
+        given (a flag), ``ORBITER_TEMPORAL_TASK_QUEUE``; the defaults for what is unset."""
         env = os.environ if env is None else env
         return cls(
             host=env.get(TEMPORAL_HOST_ENV) or DEFAULT_HOST,
-            namespace=env.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE,
-            task_queue=env.get(TASK_QUEUE_ENV) or DEFAULT_TASK_QUEUE,
+            namespace=env.get(TEMPORAL_NAMESPACE_ENV) or DEFAULT_NAMESPACE,
+            task_queue=task_queue or env.get(TEMPORAL_TASK_QUEUE_ENV) or DEFAULT_TASK_QUEUE,
         )

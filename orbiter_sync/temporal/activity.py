@@ -45,6 +45,15 @@ class AgentActivity:
         self.local = local
         self.publisher = publisher
         self.worker_id = worker_id
+        self._running: set[RunControl] = set()
+        self._lock = threading.Lock()
+
+    def stop_all(self, reason: StopReason) -> None:
+        """Stop every run in progress (a worker told to stop now)."""
+        with self._lock:
+            running = list(self._running)
+        for control in running:
+            control.stop(reason)
 
     @activity.defn(name=ACTIVITY, no_thread_cancel_exception=True)
     def run(self, payload_json: str) -> str:
@@ -73,6 +82,8 @@ class AgentActivity:
         )  # fmt: skip
         watcher.start()
         deadline = time.monotonic() + payload.timeout_seconds
+        with self._lock:
+            self._running.add(control)
         try:
             with self.local.slot():
                 result = self.local.execute(payload, RunContext(publish, control, deadline))
@@ -90,20 +101,36 @@ class AgentActivity:
             raise ApplicationError(error_text(exc), type=type(exc).__name__) from None
         finally:
             done.set()
+            with self._lock:
+                self._running.discard(control)
         return json.dumps(result, default=str)
 
 
 def _watch(control: RunControl, done: threading.Event) -> None:
-    """Heartbeat while the run goes on; stop it on a cancel or a worker shutdown."""
+    """Heartbeat while the run goes on; stop it when Temporal cancels the activity.
+
+    A worker that begins to shut down lets its activities run on for its graceful
+    timeout (``is_worker_shutdown()`` alone); then Temporal cancels them, and the
+    cancel's details tell a worker shutdown (the attempt ends, Temporal retries it
+    elsewhere) from the workflow's cancel (the task's)."""
     while not done.wait(min(HEARTBEAT_EVERY, 0.2)):
         if activity.is_cancelled():
-            control.stop(StopReason.CANCELLED)
-        elif activity.is_worker_shutdown():
-            control.stop(StopReason.SHUTDOWN)
+            control.stop(_why_cancelled(activity.cancellation_details()))
         try:
             activity.heartbeat()
         except Exception:  # noqa: BLE001 - a missed beat is retried on the next turn
             logger.debug("activity heartbeat failed", exc_info=True)
+
+
+def _why_cancelled(details: activity.ActivityCancellationDetails | None) -> StopReason:
+    if details is None:  # no details: the worker's own shutdown, else the workflow's cancel
+        return StopReason.SHUTDOWN if activity.is_worker_shutdown() else StopReason.CANCELLED
+    if details.cancel_requested:
+        return StopReason.CANCELLED
+    if details.worker_shutdown:
+        return StopReason.SHUTDOWN
+    # not found, timed out, paused, reset: this attempt is no longer Temporal's current one
+    return StopReason.LOST
 
 
 def _interrupted(reason: StopReason, payload: TaskPayload) -> BaseException:
@@ -112,4 +139,6 @@ def _interrupted(reason: StopReason, payload: TaskPayload) -> BaseException:
     if reason is StopReason.TIMEOUT:
         said = f"timed out after {payload.timeout_seconds:g}s"
         return ApplicationError(said, type="TimeoutError", non_retryable=not payload.retry_timeouts)
-    return ApplicationError("the worker running it stopped", type="WorkerStopped")
+    if reason is StopReason.SHUTDOWN:
+        return ApplicationError("the worker running it stopped", type="WorkerStopped")
+    return ApplicationError("Temporal ended this attempt", type="AttemptLost")

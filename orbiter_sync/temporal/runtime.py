@@ -33,10 +33,23 @@ CONNECT_TIMEOUT = 10.0
 
 
 class TemporalRuntime:
-    def __init__(self, settings: TemporalSettings, agent: AgentActivity, slots: int) -> None:
+    """The client, and (given an ``agent``) a Temporal worker running ``slots`` activities
+    at once; without one, only the client: another process runs the workflows.
+    ``drain`` is the seconds running activities get to finish when the worker stops,
+    before they are told of the shutdown (see :meth:`stop`)."""
+
+    def __init__(
+        self,
+        settings: TemporalSettings,
+        agent: AgentActivity | None,
+        slots: int,
+        *,
+        drain: float = 0.0,
+    ) -> None:
         self.settings = settings
         self._agent = agent
         self._slots = slots
+        self._drain = drain
         self._loop = asyncio.new_event_loop()
         self._ready = concurrent.futures.Future[Client]()
         self._stopped = asyncio.Event()
@@ -58,8 +71,15 @@ class TemporalRuntime:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the runtime has stopped (False: still running after ``timeout``)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the Temporal worker (its running activities get ``timeout`` seconds)."""
+        """Stop the Temporal worker and wait up to ``timeout`` seconds for it: running
+        activities get ``drain`` seconds to finish, then see ``is_worker_shutdown()``
+        and stop; Temporal retries them on another worker."""
         if self._thread.is_alive():
             # the thread may close its loop between the check and the call: then it is over
             with contextlib.suppress(RuntimeError):
@@ -81,6 +101,10 @@ class TemporalRuntime:
         except Exception as exc:  # noqa: BLE001 - handed to start()
             self._ready.set_exception(exc)
             return
+        if self._agent is None:  # a client only: it waits until stopped
+            self._ready.set_result(client)
+            await self._stopped.wait()
+            return
         pool = concurrent.futures.ThreadPoolExecutor(self._slots, "orbiter-activity")
         worker = Worker(
             client,
@@ -92,6 +116,7 @@ class TemporalRuntime:
             # a cancel reaches an activity with its heartbeat's answer: at most a second
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
+            graceful_shutdown_timeout=timedelta(seconds=self._drain),
         )
         self._ready.set_result(client)
         async with worker:
