@@ -13,6 +13,7 @@ from .common import OrbiterGroup
 from .dead_letters import dead_letters_group
 from .demo import demo
 from .fleet import health, worker_group
+from .metrics import metrics_group
 from .queue import queue_group
 from .task import task_group
 from .temporal_worker import temporal_worker_command
@@ -39,7 +40,16 @@ def cli(verbose: bool) -> None:
 
 assert temporal_worker_command.name in start.commands  # `start temporal-worker` registered
 
-for command in (start, worker_group, task_group, queue_group, dead_letters_group, health, demo):
+for command in (
+    start,
+    worker_group,
+    task_group,
+    queue_group,
+    dead_letters_group,
+    health,
+    demo,
+    metrics_group,
+):
     cli.add_command(command)
 
 

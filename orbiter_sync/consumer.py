@@ -231,16 +231,17 @@ class TaskConsumer(LineUser):
         return False
 
     def _call_begin(self, delivery: Delivery) -> tuple[str, str]:
-        s, task_id = self.settings, delivery.task_id
+        s, task_id, now = self.settings, delivery.task_id, time.time()
         verdict, status = self._run_script(
             self._scripts["begin"],
-            [s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id)],
+            [s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id),
+             s.counts_key, s.recent_counts_key(now)],  # fmt: skip
             [
                 s.group,
                 self.name,
                 delivery.entry_id,
                 task_id,
-                repr(time.time()),
+                repr(now),
                 s.task_ttl,
                 keys.event_channel(task_id),
                 s.event_ttl,
@@ -272,7 +273,7 @@ class TaskConsumer(LineUser):
         if outcome.kind is OutcomeKind.LOST:
             self._forget(delivery.entry_id)
             return Settled("lost", None)
-        s, task_id = self.settings, delivery.task_id
+        s, task_id, now = self.settings, delivery.task_id, time.time()
         op, most = _SETTLE_OP[outcome.kind], s.retries_of(delivery.payload.max_retries)
         # the payload (re-queued as it came) and the recoverable event are needed for a
         # retry or a release only: a completed run does not send its payload back
@@ -287,20 +288,15 @@ class TaskConsumer(LineUser):
             ).to_json()
         verdict, status = self._run_script(
             self._scripts["settle"],
-            [
-                s.name,
-                s.task_key(task_id),
-                s.index_key,
-                keys.event_stream(task_id),
-                s.delayed_key,
-            ],
+            [s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id),
+             s.delayed_key, s.counts_key, s.recent_counts_key(now)],  # fmt: skip
             [
                 s.group,
                 self.name,
                 delivery.entry_id,
                 task_id,
                 op,
-                repr(time.time()),
+                repr(now),
                 s.task_ttl,
                 keys.event_channel(task_id),
                 s.event_ttl,

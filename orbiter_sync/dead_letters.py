@@ -48,7 +48,7 @@ class DeadLetterWriter:
             task_id or "-",
             reason,
         )
-        s = self.settings
+        s, now = self.settings, time.time()
         entry = json.dumps(fields)
         written = self._retry.call(
             self._script,
@@ -58,6 +58,8 @@ class DeadLetterWriter:
                 s.task_key(task_id),
                 s.index_key,
                 keys.event_stream(task_id),
+                s.counts_key,
+                s.recent_counts_key(now),
             ],
             args=[
                 s.group,
@@ -66,7 +68,7 @@ class DeadLetterWriter:
                 entry[:DEAD_LETTER_ENTRY_MAX],
                 len(entry),
                 self.name,
-                repr(time.time()),
+                repr(now),
                 task_id,
                 s.task_ttl,
                 s.event_ttl,

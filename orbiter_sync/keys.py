@@ -34,6 +34,21 @@ def delayed_retries(queue: str) -> str:
     return f"{queue}:delayed"
 
 
+COUNTS_BUCKET = 60  # seconds one recent-counts bucket covers
+COUNTS_BUCKET_TTL = 600  # seconds a bucket is kept (the scripts set it)
+
+
+def fleet_counts(queue: str) -> str:
+    """Hash of the queue's fleet counters since it began: completed, failed, cancelled,
+    retried, dead_lettered (incremented by the workers' scripts)."""
+    return f"{queue}:counts"
+
+
+def recent_counts(queue: str, now: float) -> str:
+    """Hash of the same counters for the one-minute bucket holding ``now``; expires."""
+    return f"{queue}:counts:{int(now // COUNTS_BUCKET)}"
+
+
 def task_hash(task_id: str, prefix: str = TASK_PREFIX) -> str:
     """wire: status hash of one task."""
     return f"{prefix}{task_id}"

@@ -100,6 +100,13 @@ class QueueSettings:
         return keys.dead_letters(self.name)
 
     @property
+    def counts_key(self) -> str:
+        return keys.fleet_counts(self.name)
+
+    def recent_counts_key(self, now: float) -> str:
+        return keys.recent_counts(self.name, now)
+
+    @property
     def index_key(self) -> str:
         return keys.task_index(self.task_prefix)
 

@@ -6,6 +6,8 @@
 -- KEYS[2] task hash
 -- KEYS[3] task index
 -- KEYS[4] event stream
+-- KEYS[5] counts         the queue's fleet counters (lib/counts.lua)
+-- KEYS[6] recent counts  this minute's bucket of them
 -- ARGV[1] group          the queue's consumer group
 -- ARGV[2] consumer       the worker id that claimed the entry
 -- ARGV[3] entry id
@@ -25,6 +27,8 @@ local queue = KEYS[1]
 local task_key = KEYS[2]
 local index_key = KEYS[3]
 local stream = KEYS[4]
+local totals = KEYS[5]
+local recent = KEYS[6]
 local group = ARGV[1]
 local consumer = ARGV[2]
 local entry_id = ARGV[3]
@@ -39,6 +43,7 @@ local running_event = ARGV[10]
 --- @include "status"
 --- @include "events"
 --- @include "entries"
+--- @include "counts"
 
 if not owner_is(queue, group, entry_id, consumer) then
   return {'lost', redis.call('HGET', task_key, 'status') or ''}
@@ -52,4 +57,6 @@ if written then
 end
 ack_and_delete(queue, group, entry_id)
 end_stream(stream, event_channel, event_ttl, status, '', '', eid)
+-- cancelled while it waited: no settle will count it (other ends were counted already)
+if status == 'cancelled' then count_as(totals, recent, status) end
 return {'ended', status}

@@ -10,6 +10,8 @@
 -- KEYS[3] task hash      (of an empty task id when none could be read)
 -- KEYS[4] task index
 -- KEYS[5] event stream
+-- KEYS[6] counts         the queue's fleet counters (lib/counts.lua)
+-- KEYS[7] recent counts  this minute's bucket of them
 -- ARGV[1] group
 -- ARGV[2] entry id
 -- ARGV[3] reason
@@ -30,6 +32,8 @@ local dead_letters = KEYS[2]
 local task_key = KEYS[3]
 local index_key = KEYS[4]
 local stream = KEYS[5]
+local totals = KEYS[6]
+local recent = KEYS[7]
 local group = ARGV[1]
 local entry_id = ARGV[2]
 local reason = ARGV[3]
@@ -47,17 +51,20 @@ local maxlen = ARGV[13]
 --- @include "status"
 --- @include "events"
 --- @include "entries"
+--- @include "counts"
 
 if not owner_is(queue, group, entry_id, worker_id) then return 0 end
 redis.call('XADD', dead_letters, 'MAXLEN', '~', maxlen, '*', 'entry_id', entry_id,
            'task_id', task_id, 'reason', reason, 'entry', entry, 'entry_length', entry_length,
            'worker_id', worker_id, 'dead_at', now)
 ack_and_delete(queue, group, entry_id)
+count_as(totals, recent, 'dead_lettered')
 if task_id == '' then return 1 end
 pcall(function()
-  local status = set_status(task_key, index_key, task_id, 'failed', task_ttl,
-                            {'error', reason, 'error_type', 'DeadLettered',
-                             'completed_at', now})
+  local status, written = set_status(task_key, index_key, task_id, 'failed', task_ttl,
+                                     {'error', reason, 'error_type', 'DeadLettered',
+                                      'completed_at', now})
   end_stream(stream, event_channel, event_ttl, status, reason, '', eid)
+  if written then count_as(totals, recent, 'failed') end
 end)
 return 1

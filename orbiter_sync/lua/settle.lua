@@ -26,6 +26,8 @@
 -- KEYS[3] task index
 -- KEYS[4] event stream
 -- KEYS[5] delayed        retries waiting out their backoff (sorted set)
+-- KEYS[6] counts         the queue's fleet counters (lib/counts.lua)
+-- KEYS[7] recent counts  this minute's bucket of them
 -- ARGV[1] group
 -- ARGV[2] consumer       the worker id that claimed the entry
 -- ARGV[3] entry id
@@ -57,6 +59,8 @@ local task_key = KEYS[2]
 local index_key = KEYS[3]
 local stream = KEYS[4]
 local delayed = KEYS[5]
+local totals = KEYS[6]
+local recent = KEYS[7]
 local group = ARGV[1]
 local consumer = ARGV[2]
 local entry_id = ARGV[3]
@@ -81,6 +85,7 @@ local trace = ARGV[20]
 --- @include "status"
 --- @include "events"
 --- @include "entries"
+--- @include "counts"
 
 local OUTCOMES = {completed = true, failed = true, retry = true, cancelled = true,
                   released = true}
@@ -121,12 +126,14 @@ if outcome == 'retry' then
     local delay = tonumber(backoffs[retries] or backoffs[#backoffs]) or 0
     redis.call('ZADD', delayed, tonumber(now) + delay, payload)
     ack_and_delete(queue, group, entry_id)
+    count_as(totals, recent, 'retrying')
     return {'settled', 'retrying'}
   end
   if not may_become(current, 'failed') then
     -- it ended meanwhile (cancelled while it ran): it keeps that status
     ack_and_delete(queue, group, entry_id)
     end_stream(stream, event_channel, event_ttl, current, '', agent_name, eid)
+    if current == 'cancelled' then count_as(totals, recent, current) end
     return {'settled', current}
   end
   outcome = 'failed'
@@ -146,4 +153,6 @@ local status, written = set_status(task_key, index_key, task_id, outcome, task_t
 if not written then message = '' end  -- it ended meanwhile (cancelled): not with this error
 ack_and_delete(queue, group, entry_id)
 end_stream(stream, event_channel, event_ttl, status, message, agent_name, eid)
+-- how the task ended: this outcome, or a cancel while it ran (which only a settle counts)
+if written or status == 'cancelled' then count_as(totals, recent, status) end
 return {'settled', status}

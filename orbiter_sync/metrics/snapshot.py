@@ -1,0 +1,86 @@
+"""What the fleet looks like now, read from Redis: the numbers the exporter serves and
+the alert rules judge (``read_fleet`` in fleet.py fills these)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+RECENT_WINDOW = 300.0  # seconds: the window of the recent counts (five one-minute buckets)
+
+
+@dataclass(frozen=True)
+class RecentCounts:
+    """Tasks that ended (or were retried) in the last ``window`` seconds, fleet-wide."""
+
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    window: float = RECENT_WINDOW
+
+    @property
+    def finished(self) -> int:
+        """Completed plus failed: the denominator of the failure rate."""
+        return self.completed + self.failed
+
+    @property
+    def failure_rate(self) -> float | None:
+        """failed / (completed + failed); None when nothing finished."""
+        return self.failed / self.finished if self.finished else None
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """One queue: its entries, and its fleet counters since they began."""
+
+    queue: str
+    length: int  # entries in the stream (waiting, plus claimed and not yet settled)
+    pending: int  # claimed by a worker, not yet settled
+    waiting: int  # not yet delivered to any worker
+    delayed: int  # retries and delayed submits waiting for their time
+    dead_letters: int  # in the dead-letter stream now
+    oldest_pending_age: float | None  # seconds since the oldest claimed entry was queued
+    oldest_waiting_age: float | None  # seconds since the oldest undelivered task was created
+    completed_total: int = 0
+    failed_total: int = 0
+    cancelled_total: int = 0
+    retried_total: int = 0
+    dead_lettered_total: int = 0
+    recent: RecentCounts = RecentCounts()
+
+    @property
+    def depth(self) -> int:
+        """The alert rules' queue depth: entries not yet delivered plus delayed ones."""
+        return self.waiting + self.delayed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "depth": self.depth}
+
+
+@dataclass(frozen=True)
+class FleetSnapshot:
+    """Every queue asked about (and every queue a live worker reads), and the workers."""
+
+    queues: tuple[QueueSnapshot, ...]
+    workers_alive: int  # with a live heartbeat
+    workers_stopped: int  # stopped cleanly in the last day
+    workers_dead: int  # stopped beating without saying so, in the last day
+    slots_total: int  # of live workers
+    slots_busy: int  # of live workers: tasks running now
+    read_at: float  # unix time
+
+    def queue(self, name: str) -> QueueSnapshot | None:
+        return next((q for q in self.queues if q.queue == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queues": [q.to_dict() for q in self.queues],
+            "workers": {
+                "alive": self.workers_alive,
+                "stopped": self.workers_stopped,
+                "dead": self.workers_dead,
+            },  # fmt: skip
+            "slots": {"total": self.slots_total, "busy": self.slots_busy},
+            "read_at": self.read_at,
+        }
