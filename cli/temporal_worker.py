@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 from types import FrameType
 
@@ -70,7 +72,7 @@ def temporal_worker_command(
     """  # noqa: D301
     set_up_process(log_level, redis_url, paths)
     try:
-        from orbiter_sync.temporal.standalone import TemporalWorker
+        from orbiter_sync.temporal.standalone import TemporalWorker, TemporalWorkerDied
     except ImportError as exc:
         raise ConfigError(
             f"temporal-worker needs temporalio ({exc}): pip install 'orbiter-sync[temporal]'"
@@ -115,6 +117,11 @@ def temporal_worker_command(
         err=True,
     )
     try:
-        worker.start()
+        ended = worker.start()
+    except TemporalWorkerDied as exc:
+        raise click.ClickException(str(exc)) from None  # exit 1: a supervisor restarts it
     except OrbiterError as exc:
         raise ConfigError(str(exc)) from None
+    if not ended:  # runs that never returned to us: the interpreter would wait for them
+        logging.shutdown()
+        os._exit(0)

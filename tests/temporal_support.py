@@ -54,3 +54,17 @@ def workflow_status(host: str, task_id: str) -> str:
         return str(described.status.name if described.status else "")
 
     return asyncio.run(read())
+
+
+def activity_started(host: str, task_id: str) -> bool:
+    """Whether a worker has begun the activity of a task's workflow."""
+    from temporalio.api.enums.v1 import PendingActivityState
+    from temporalio.client import Client
+
+    async def read() -> bool:
+        client = await Client.connect(host)
+        described = await client.get_workflow_handle(f"orbiter-task-{task_id}").describe()
+        pending = described.raw_description.pending_activities
+        return any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending)
+
+    return asyncio.run(read())

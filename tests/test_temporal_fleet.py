@@ -17,7 +17,7 @@ import pytest
 import redis
 import yaml
 from helpers import CLI, ROOT, Spawn, events_of, log_of, wait_for
-from temporal_support import TEMPORAL, dev_server, workflow_status
+from temporal_support import TEMPORAL, activity_started, dev_server, workflow_status
 
 from orbiter_sync.client import distributed
 from orbiter_sync.embedded import free_port
@@ -160,6 +160,48 @@ def test_a_second_signal_stops_the_runs_and_temporal_retries_them_elsewhere(
     events = events_of(r, handle.task_id)
     assert [e["error_type"] for e in events if e["type"] == "error"] == ["Retry"]
     assert max(e.get("attempt") or 0 for e in events if e["type"] == "status") == 2
+
+
+def test_a_second_signal_abandons_a_run_that_never_returns(
+    spawn_worker: Spawn,
+    spawn_runner: RunnerSpawn,
+    fleet_env: dict[str, str],
+    redis_url: str,
+    temporal_host: str,
+) -> None:
+    spawn_worker(redis_url, "--executor", "temporal", "--no-temporal-worker",
+                 env=fleet_env, pool="thread")  # fmt: skip
+    runner = spawn_runner("--shutdown-timeout", "60")
+    # a plain function sleeping 60 s: nothing can stop it but the end of the process
+    handle = distributed({"entrypoint": "sample_agents:nap"}, "60", redis_url=redis_url)
+    wait_for(lambda: handle.status().status == "running", timeout=20)  # type: ignore[union-attr]
+    wait_for(lambda: activity_started(temporal_host, handle.task_id), timeout=20, interval=0.2)
+    runner.send_signal(signal.SIGTERM)
+    wait_for(lambda: "running activities get 60s" in log_of(runner))
+    stopped_at = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    # Then the process ends within seconds, the run abandoned (Temporal retries it)
+    assert runner.wait(30) == 0, log_of(runner)
+    assert time.monotonic() - stopped_at < 10
+    assert "abandoning them" in log_of(runner)
+
+
+@pytest.mark.parametrize("command", ["worker", "temporal-worker"])
+def test_an_unknown_namespace_stops_the_process_at_start(
+    command: str, redis_url: str, temporal_host: str
+) -> None:
+    env = {"TEMPORAL_HOST": temporal_host, "TEMPORAL_NAMESPACE": "no-such-namespace",
+           "PATH": str(Path(CLI).parent)}  # fmt: skip
+    done = subprocess.run(
+        [CLI, "start", command, "--redis-url", redis_url, "--executor", "temporal"][
+            : 5 if command == "temporal-worker" else 7
+        ],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 1 and "no-such-namespace" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_an_unreachable_server_stops_the_temporal_worker_at_start(redis_url: str) -> None:

@@ -4,9 +4,11 @@ It runs the same resolved agents as the local executor (entrypoints and LLM agen
 behind the same import allowlist) and publishes every event to the task's Redis
 stream exactly as a local run does. A helper thread, started in a copy of the
 activity's context, heartbeats every :data:`HEARTBEAT_EVERY` seconds and every 10
-events, and polls for a cancel (``no_thread_cancel_exception``: sync code is never
-interrupted by an injected exception) or a worker shutdown, which stop the run as
-the slot's controls stop a local one. A retried attempt first publishes a
+events, and polls for Temporal's cancel (``no_thread_cancel_exception``: sync code
+is never interrupted by an injected exception), which stops the run as the slot's
+controls stop a local one; the cancel's details say why: the workflow was
+cancelled, the worker is shutting down (after its graceful timeout), or the attempt
+is no longer Temporal's current one. A retried attempt first publishes a
 recoverable ``error`` event and a ``running`` status with its attempt number, so a
 watcher sees the retry.
 """
@@ -70,21 +72,21 @@ class AgentActivity:
                 if events % BEAT_EVERY_EVENTS == 0:
                     activity.heartbeat(events)
 
-        if attempt > 1:  # a watcher sees the retry, as it would a local one
-            publish(ErrorEvent(error="the previous attempt did not finish", error_type="Retry",
-                               recoverable=True))  # fmt: skip
-            publish(StatusEvent(status="running", message=f"running on {self.worker_id}",
-                                attempt=attempt))  # fmt: skip
         done = threading.Event()
-        watcher = threading.Thread(
-            target=contextvars.copy_context().run, args=(_watch, control, done),
-            name=f"orbiter-activity-{payload.task_id[:8]}", daemon=True,
-        )  # fmt: skip
-        watcher.start()
-        deadline = time.monotonic() + payload.timeout_seconds
-        with self._lock:
+        with self._lock:  # first: a stop_all() from now on reaches this run
             self._running.add(control)
         try:
+            if attempt > 1:  # a watcher sees the retry, as it would a local one
+                publish(ErrorEvent(error="the previous attempt did not finish",
+                                   error_type="Retry", recoverable=True))  # fmt: skip
+                publish(StatusEvent(status="running", message=f"running on {self.worker_id}",
+                                    attempt=attempt))  # fmt: skip
+            watcher = threading.Thread(
+                target=contextvars.copy_context().run, args=(_watch, control, done),
+                name=f"orbiter-activity-{payload.task_id[:8]}", daemon=True,
+            )  # fmt: skip
+            watcher.start()
+            deadline = time.monotonic() + payload.timeout_seconds
             with self.local.slot():
                 result = self.local.execute(payload, RunContext(publish, control, deadline))
         except RunInterrupted as stop:
@@ -123,8 +125,8 @@ def _watch(control: RunControl, done: threading.Event) -> None:
 
 
 def _why_cancelled(details: activity.ActivityCancellationDetails | None) -> StopReason:
-    if details is None:  # no details: the worker's own shutdown, else the workflow's cancel
-        return StopReason.SHUTDOWN if activity.is_worker_shutdown() else StopReason.CANCELLED
+    if details is None:  # the SDK cancels without details only when a heartbeat failed
+        return StopReason.LOST
     if details.cancel_requested:
         return StopReason.CANCELLED
     if details.worker_shutdown:
@@ -141,4 +143,5 @@ def _interrupted(reason: StopReason, payload: TaskPayload) -> BaseException:
         return ApplicationError(said, type="TimeoutError", non_retryable=not payload.retry_timeouts)
     if reason is StopReason.SHUTDOWN:
         return ApplicationError("the worker running it stopped", type="WorkerStopped")
-    return ApplicationError("Temporal ended this attempt", type="AttemptLost")
+    # a cancel, so the SDK applies its meaning (paused, reset, timed out, not found)
+    return CancelledError("Temporal ended this attempt")

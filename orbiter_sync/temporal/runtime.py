@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -55,6 +56,7 @@ class TemporalRuntime:
         self._stopped = asyncio.Event()
         self._thread = threading.Thread(target=self._main, name="orbiter-temporal", daemon=True)
         self.client: Client | None = None
+        self.failure = ""  # why the Temporal worker stopped by itself, once it did
 
     def start(self) -> None:
         """Connect and start serving; ``ConfigurationError`` when the server is away."""
@@ -76,21 +78,26 @@ class TemporalRuntime:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the Temporal worker and wait up to ``timeout`` seconds for it: running
-        activities get ``drain`` seconds to finish, then see ``is_worker_shutdown()``
-        and stop; Temporal retries them on another worker."""
+    def begin_stop(self) -> None:
+        """Ask the Temporal worker to stop, without waiting: it stops polling, running
+        activities get ``drain`` seconds, then Temporal cancels them (the cancel says
+        worker shutdown) and retries them on another worker."""
         if self._thread.is_alive():
             # the thread may close its loop between the check and the call: then it is over
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stopped.set)
-            self._thread.join(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """:meth:`begin_stop`, then wait up to ``timeout`` seconds for it."""
+        self.begin_stop()
+        self._thread.join(timeout)
 
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._serve())
-        except Exception:  # noqa: BLE001 - logged; the slots' calls fail and are retried
+        except Exception as exc:  # noqa: BLE001 - logged; the slots' calls fail and are retried
+            self.failure = f"{type(exc).__name__}: {exc}"
             logger.exception("the Temporal worker stopped")
         finally:
             self._loop.close()
@@ -98,6 +105,10 @@ class TemporalRuntime:
     async def _serve(self) -> None:
         try:
             client = await Client.connect(self.settings.host, namespace=self.settings.namespace)
+            # a namespace the server does not know fails here, not later in the worker
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=self.settings.namespace)
+            )
         except Exception as exc:  # noqa: BLE001 - handed to start()
             self._ready.set_exception(exc)
             return
