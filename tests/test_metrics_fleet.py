@@ -188,3 +188,35 @@ def test_read_fleet_survives_whatever_is_in_its_keys(
         assert min(queue.completed_total, queue.failed_total, queue.recent.completed) >= 0
     finally:
         client.close()
+
+
+def test_the_collector_serves_an_apps_own_registry(producer: TaskProducer, redis_url: str) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from orbiter_sync.metrics.fleet import FleetCollector
+
+    producer.submit(TaskPayload(input="x"))
+    registry = CollectorRegistry()
+    registry.register(FleetCollector(redis_url, queues=["orbiter:tasks", "other"]))
+    text = generate_latest(registry).decode()
+    assert 'orbiter_fleet_queue_depth{queue="orbiter:tasks"} 1.0' in text
+    assert 'orbiter_fleet_queue_depth{queue="other"} 0.0' in text
+    assert "orbiter_fleet_up 1.0" in text
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(redis_url: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [CLI, "metrics", "serve", "--redis-url", redis_url, "--bind", "127.0.0.1",
+             "--port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+    ]
