@@ -234,8 +234,7 @@ class TaskConsumer(LineUser):
         s, task_id, now = self.settings, delivery.task_id, time.time()
         verdict, status = self._run_script(
             self._scripts["begin"],
-            [s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id),
-             s.counts_key, s.recent_counts_key(now)],  # fmt: skip
+            [*s.task_keys(task_id), *s.counts_keys(now)],
             [
                 s.group,
                 self.name,
@@ -288,8 +287,7 @@ class TaskConsumer(LineUser):
             ).to_json()
         verdict, status = self._run_script(
             self._scripts["settle"],
-            [s.name, s.task_key(task_id), s.index_key, keys.event_stream(task_id),
-             s.delayed_key, s.counts_key, s.recent_counts_key(now)],  # fmt: skip
+            [*s.task_keys(task_id), s.delayed_key, *s.counts_keys(now)],
             [
                 s.group,
                 self.name,

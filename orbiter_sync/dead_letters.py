@@ -58,8 +58,7 @@ class DeadLetterWriter:
                 s.task_key(task_id),
                 s.index_key,
                 keys.event_stream(task_id),
-                s.counts_key,
-                s.recent_counts_key(now),
+                *s.counts_keys(now),
             ],
             args=[
                 s.group,

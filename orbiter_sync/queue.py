@@ -106,6 +106,14 @@ class QueueSettings:
     def recent_counts_key(self, now: float) -> str:
         return keys.recent_counts(self.name, now)
 
+    def counts_keys(self, now: float) -> list[str]:
+        """The fleet counters a script that ends a task increments: totals, this minute's."""
+        return [self.counts_key, self.recent_counts_key(now)]
+
+    def task_keys(self, task_id: str) -> list[str]:
+        """The keys the begin and settle scripts start with: queue, hash, index, events."""
+        return [self.name, self.task_key(task_id), self.index_key, keys.event_stream(task_id)]
+
     @property
     def index_key(self) -> str:
         return keys.task_index(self.task_prefix)

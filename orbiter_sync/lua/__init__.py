@@ -4,9 +4,9 @@ Each script opens with a header naming its KEYS and ARGV and binds them to
 named locals before any logic (as Dramatiq's ``dispatch.lua`` does). Lua that
 several scripts share lives in ``lib/``: the status transition rule
 (``lib/status.lua``), event writing (``lib/events.lua``), entry ownership
-(``lib/entries.lua``) and the fleet's counters (``lib/counts.lua``). A script pulls one in with a line of its own,
-``--- @include "status"``, which :func:`source` replaces with that file (the
-convention of BullMQ's scripts). No Lua is written in Python strings.
+(``lib/entries.lua``) and the fleet's counters (``lib/counts.lua``). A script pulls
+one in with a line of its own, ``--- @include "status"``, which :func:`source`
+replaces with that file (the convention of BullMQ's scripts). No Lua is written in Python strings.
 """
 
 from __future__ import annotations
