@@ -9,6 +9,7 @@ import click
 
 from orbiter_sync import __version__
 
+from .alerts import alerts_group
 from .common import OrbiterGroup
 from .dead_letters import dead_letters_group
 from .demo import demo
@@ -49,6 +50,7 @@ for command in (
     health,
     demo,
     metrics_group,
+    alerts_group,
 ):
     cli.add_command(command)
 

@@ -58,7 +58,8 @@ def test_compose_file(monkeypatch: pytest.MonkeyPatch) -> None:
     compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
     services = compose["services"]
 
-    assert set(services) == {"redis", "worker", "temporal", "temporal-worker"}
+    assert set(services) == {"redis", "worker", "temporal", "temporal-worker",
+                             "exporter", "prometheus", "grafana"}  # fmt: skip
     redis_service = services["redis"]
     assert redis_service["image"].startswith("redis:7")
     assert "--appendonly yes" in redis_service["command"]
