@@ -56,7 +56,9 @@ if TYPE_CHECKING:
         Usage,
         UsageEvent,
     )
+    from orbiter_sync.alerts import AlertRule, register_distributed_alerts
     from orbiter_sync.health import WorkerHealth, WorkerHealthCheck, get_worker_fleet_status
+    from orbiter_sync.metrics.fleet import FleetCollector, read_fleet
     from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus
     from orbiter_sync.outcome import Outcome, OutcomeKind, StopReason
     from orbiter_sync.producer import TaskProducer
@@ -70,6 +72,10 @@ if TYPE_CHECKING:
 __version__ = "0.3.0"
 
 _MODULE_OF = {
+    "AlertRule": "orbiter_sync.alerts",
+    "register_distributed_alerts": "orbiter_sync.alerts",
+    "FleetCollector": "orbiter_sync.metrics.fleet",
+    "read_fleet": "orbiter_sync.metrics.fleet",
     "agent": "orbiter_sync.decorator",
     "AgentFunction": "orbiter_sync.decorator",
     "Agent": "orbiter_sync.specs",
@@ -151,6 +157,11 @@ __all__ = [
     "get_worker_fleet_status",
     "WorkerHealthCheck",
     "WorkerHealth",
+    # metrics and alerts
+    "read_fleet",
+    "FleetCollector",
+    "register_distributed_alerts",
+    "AlertRule",
     # queue and task state
     "TaskProducer",
     "TaskConsumer",
