@@ -30,7 +30,6 @@ from orbiter_sync.alerts import (
     worst_firing,
 )
 from orbiter_sync.errors import RedisUnavailableError
-from orbiter_sync.metrics.fleet import read_fleet
 from orbiter_sync.metrics.snapshot import FleetSnapshot
 
 from .common import (
@@ -155,6 +154,8 @@ def check(
     rate covers the last 5 minutes and is judged once 10 tasks finished there
     ("insufficient data" until then, which does not fire).
     """
+    from orbiter_sync.metrics.fleet import read_fleet  # prometheus-client: not for every command
+
     rules = register_distributed_alerts(thresholds)
     target = Target(redis_url)
     try:

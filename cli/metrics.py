@@ -8,8 +8,6 @@ from types import FrameType
 
 import click
 
-from orbiter_sync.metrics.fleet import FleetCollector, read_fleet
-
 from .common import CLI_RETRY, ConfigError, Target, echo_json, echo_table, json_option, redis_option
 
 METRICS_PORT_DEFAULT = 9100
@@ -46,7 +44,10 @@ def serve(redis_url: str | None, queues: tuple[str, ...], port: int, bind: str) 
     whose workers cannot be scraped (Heroku dynos) is watched. A scrape while Redis
     is away answers orbiter_fleet_up 0.
     """
+    # prometheus-client only for these commands: a worker's CLI process never loads it
     from prometheus_client import CollectorRegistry, start_http_server
+
+    from orbiter_sync.metrics.fleet import FleetCollector
 
     target = Target(redis_url)
     registry = CollectorRegistry()
@@ -78,6 +79,8 @@ def serve(redis_url: str | None, queues: tuple[str, ...], port: int, bind: str) 
 @json_option
 def show(redis_url: str | None, queues: tuple[str, ...], as_json: bool) -> None:
     """Print the fleet's numbers once: what the exporter would serve now."""
+    from orbiter_sync.metrics.fleet import read_fleet
+
     target = Target(redis_url)
     try:
         fleet = read_fleet(queues=queues, client=target.client, retry=CLI_RETRY)

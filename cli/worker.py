@@ -16,6 +16,7 @@ import click
 from orbiter_sync.env import (
     ALLOW_IMPORTS_ENV,
     EVENTS_TTL_ENV,
+    METRICS_PORT_ENV,
     POOL_ENV,
     RESULT_TTL_ENV,
     TEMPORAL_TASK_QUEUE_ENV,
@@ -194,6 +195,14 @@ log_level_option = click.option(
     "Seconds a task's status and result are kept (clients read the same variable).",
 )
 @events_ttl_option
+@setting(
+    "metrics_port",
+    type=click.IntRange(1, 65535),
+    envvar=METRICS_PORT_ENV,
+    metavar="PORT",
+    show_default=f"off, or ${METRICS_PORT_ENV}",
+    help="Serve this worker's Prometheus metrics on http://0.0.0.0:PORT/metrics.",
+)
 @allow_imports_option
 @click.option(
     "--id-file",
@@ -253,6 +262,7 @@ def worker_command(
         f"  pool:        {s.pool}\n"
         f"  executor:    {s.executor}\n"
         f"{temporal_line(worker)}"
+        f"{metrics_line(s.metrics_port)}"
         f"  imports:     {allowlist(worker.policy.prefixes)}",
         err=True,
     )
@@ -296,6 +306,11 @@ def temporal_line(worker: Worker) -> str:
         f"  temporal:    {temporal.host} namespace={temporal.namespace} "
         f"task_queue={temporal.task_queue} ({where})\n"
     )
+
+
+def metrics_line(port: int | None) -> str:
+    """The banner's line for ``/metrics`` ('' when metrics are off)."""
+    return "" if port is None else f"  metrics:     http://0.0.0.0:{port}/metrics\n"
 
 
 def put_on_path(paths: tuple[str, ...]) -> None:

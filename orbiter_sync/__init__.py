@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orbiter_sync.admin import QueueAdmin, QueueStats
+    from orbiter_sync.alerts import AlertRule, register_distributed_alerts
     from orbiter_sync.client import TaskHandle, distributed
     from orbiter_sync.consumer import TaskConsumer
     from orbiter_sync.decorator import AgentFunction, agent
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
         Usage,
         UsageEvent,
     )
-    from orbiter_sync.alerts import AlertRule, register_distributed_alerts
     from orbiter_sync.health import WorkerHealth, WorkerHealthCheck, get_worker_fleet_status
     from orbiter_sync.metrics.fleet import FleetCollector, read_fleet
     from orbiter_sync.models import TaskPayload, TaskResult, TaskStatus

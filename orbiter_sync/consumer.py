@@ -203,16 +203,17 @@ class TaskConsumer(LineUser):
 
     # -- running and settling --------------------------------------------------------
 
-    def begin(self, delivery: Delivery) -> bool:
-        """Move the task to running and publish its ``running`` event; True if it may run.
+    def begin(self, delivery: Delivery) -> int:
+        """Move the task to running and publish its ``running`` event; the attempt it
+        begins (1 for the first run, retries + 1 after) if it may run.
 
-        False when it must not run: it ended meanwhile (cancelled while it waited,
+        0 when it must not run: it ended meanwhile (cancelled while it waited,
         say: its entry is acknowledged here), or this consumer no longer holds
         its entry (another worker does).
         """
         task_id = delivery.task_id
         try:
-            verdict, status = self._call_begin(delivery)
+            verdict, status, attempt = self._call_begin(delivery)
         except BaseException:
             self.abandon(delivery)
             raise
@@ -220,7 +221,7 @@ class TaskConsumer(LineUser):
             with self._lock:
                 if delivery.entry_id in self._in_flight:
                     self._started.add(delivery.entry_id)
-            return True
+            return max(1, attempt)
         self._forget(delivery.entry_id)
         logger.info(
             "worker %s: task %s not run: %s",
@@ -228,11 +229,11 @@ class TaskConsumer(LineUser):
             task_id,
             "its entry is another worker's" if verdict == "lost" else f"it is already {status}",
         )
-        return False
+        return 0
 
-    def _call_begin(self, delivery: Delivery) -> tuple[str, str]:
+    def _call_begin(self, delivery: Delivery) -> tuple[str, str, int]:
         s, task_id, now = self.settings, delivery.task_id, time.time()
-        verdict, status = self._run_script(
+        verdict, status, attempt = self._run_script(
             self._scripts["begin"],
             [*s.task_keys(task_id), *s.counts_keys(now)],
             [
@@ -248,7 +249,7 @@ class TaskConsumer(LineUser):
                 self._running_event,
             ],
         )
-        return str(verdict), str(status)
+        return str(verdict), str(status), int(attempt or 0)
 
     def settle(
         self,

@@ -19,6 +19,7 @@ import redis
 from orbiter_sync import keys, lua
 from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.events import new_event_id
+from orbiter_sync.metrics.worker import recorder
 from orbiter_sync.models import is_task_id
 from orbiter_sync.queue import QueueSettings
 
@@ -76,6 +77,8 @@ class DeadLetterWriter:
                 DEAD_LETTER_MAXLEN,
             ],
         )
+        if written:
+            recorder().dead_lettered(s.name)
         return bool(written)
 
 

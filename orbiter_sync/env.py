@@ -20,3 +20,5 @@ CLIENT_TIMEOUT_ENV = "ORBITER_CLIENT_TIMEOUT"
 # how long a task's hash (and result) and its event stream are kept, for workers and clients
 RESULT_TTL_ENV = "ORBITER_RESULT_TTL"
 EVENTS_TTL_ENV = "ORBITER_EVENTS_TTL"
+# a worker serves its own /metrics on this port (off when unset)
+METRICS_PORT_ENV = "ORBITER_METRICS_PORT"

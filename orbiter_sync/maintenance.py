@@ -27,6 +27,7 @@ from redis.commands.core import Script
 
 from orbiter_sync import lua
 from orbiter_sync.consumer import TaskConsumer
+from orbiter_sync.metrics.worker import redis_errors
 from orbiter_sync.queue import QueueUser
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class Maintenance:
             failed = False
             for step in (self.promote, self.reclaim):  # one failing never stops the other
                 try:
-                    step()
+                    with redis_errors(step.__name__):
+                        step()
                 except Exception as exc:  # noqa: BLE001 - Redis away or refusing: wait, go on
                     failed = True
                     logger.warning("worker %s: %s failed (%s: %s); retrying in %.1fs",

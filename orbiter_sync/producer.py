@@ -1,7 +1,8 @@
 """The producer side of a queue: what a web process needs to submit and cancel tasks.
 
 Both are one Lua script each (``submit.lua``, ``cancel.lua``), safe to retry
-after a lost reply, which the retry policy does.
+after a lost reply, which the retry policy does. The tasks queued are counted in
+the process's default prometheus-client registry (metrics/producer.py).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class TaskProducer(QueueUser):
         check_submit(payload, delay)
         keys_, args = self._submit_call(payload, delay)
         added = self._retry.call(self._submit, keys=keys_, args=args)
+        _count_submitted(self.settings.name, int(added))
         if added:
             logger.debug("task %s submitted to %s", payload.task_id, self.settings.name)
         else:
@@ -111,8 +113,10 @@ class TaskProducer(QueueUser):
                 pipe.evalsha(script.sha, len(keys_), *keys_, *args)
             replies = pipe.execute(raise_on_error=False)
             errors = [reply for reply in replies if isinstance(reply, Exception)]
+            queued = sum(int(reply) for reply in replies if not isinstance(reply, Exception))
+            _count_submitted(self.settings.name, queued)  # even when others of them failed
             if not errors:
-                return sum(int(reply) for reply in replies)
+                return queued
             others = [e for e in errors if not isinstance(e, redis.exceptions.NoScriptError)]
             if others:
                 raise others[0]  # a transient one is retried (the batch is idempotent)
@@ -143,3 +147,23 @@ class TaskProducer(QueueUser):
         if done:
             logger.info("task %s cancelled", task_id)
         return bool(done)
+
+
+_uncounted = False  # the first failure to count is logged, not every one
+
+
+def _count_submitted(queue: str, count: int) -> None:
+    """Count tasks queued; counting never fails a submit whose tasks are queued (with
+    ``PROMETHEUS_MULTIPROC_DIR`` naming a directory that is not there, say)."""
+    global _uncounted
+    if not count:
+        return
+    try:
+        # prometheus-client is imported by the first submit, not by every importer
+        from orbiter_sync.metrics.producer import count_submitted
+
+        count_submitted(queue, count)
+    except Exception as exc:  # noqa: BLE001 - a metric is not worth a failed submit
+        if not _uncounted:
+            _uncounted = True
+            logger.warning("submitted tasks are not counted: %s: %s", type(exc).__name__, exc)

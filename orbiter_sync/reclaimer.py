@@ -30,6 +30,7 @@ import redis
 
 from orbiter_sync import keys
 from orbiter_sync.connection import RetryPolicy
+from orbiter_sync.metrics.worker import recorder
 from orbiter_sync.queue import QueueSettings
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class Reclaimer:
         with self._lock:
             self._cursor = "-" if len(rows) < PAGE else "(" + str(rows[-1]["message_id"])
         claimed = self._claim(self._orphans(rows)[:count])
+        if claimed:
+            recorder().reclaimed(self.settings.name, len(claimed))
         for entry_id, _fields, deliveries in claimed:
             logger.warning("worker %s took over entry %s (delivery %d) of a dead worker",
                            self.name, entry_id, deliveries)  # fmt: skip

@@ -69,6 +69,9 @@ class WorkerSettings:
     """Seconds a task's hash (its status and result) is kept after it was last written."""
     events_ttl: int = DEFAULT_EVENT_TTL
     """Seconds a task's event stream is kept after its last event."""
+    metrics_port: int | None = None
+    """Port this worker serves its Prometheus ``/metrics`` on, on every interface
+    (None: no metrics, and nothing of them on the hot path)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_imports", tuple(self.allow_imports))
@@ -106,6 +109,10 @@ class WorkerSettings:
                 "with a native core, which a monkey-patched process breaks; use --pool thread"
             )
         check_pool(self.pool)
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ConfigurationError(
+                f"metrics_port must be from 1 to 65535, got {self.metrics_port}"
+            )
         if self.temporal_task_queue is not None and not self.temporal_task_queue.strip():
             raise ConfigurationError("the Temporal task queue must not be empty")
 
@@ -157,3 +164,4 @@ class WorkerOptions(TypedDict, total=False):
     prefetch: int
     result_ttl: int
     events_ttl: int
+    metrics_port: int | None

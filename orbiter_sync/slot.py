@@ -29,6 +29,7 @@ from orbiter_sync.errors import (
 from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import Executor, RunContext
 from orbiter_sync.executors.base import stream_publisher
+from orbiter_sync.metrics.worker import recorder, redis_errors
 from orbiter_sync.outcome import Outcome, OutcomeKind, RunInterrupted, StopReason
 from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, Delivery
 
@@ -71,7 +72,8 @@ class Slot:
             backoff = 0.1
             while not self.stopping.is_set():
                 try:
-                    delivery = self.consumer.claim(timeout=self.claim_timeout)
+                    with redis_errors("claim"):
+                        delivery = self.consumer.claim(timeout=self.claim_timeout)
                     backoff = 0.1
                 except Exception as exc:  # noqa: BLE001 - Redis away or refusing: wait, go on
                     logger.warning(
@@ -136,9 +138,10 @@ class Slot:
             self.stopping.wait(SHARED_KEY_BACKOFF)
             return
         try:
-            self.owner(delivery).dead_letter(
-                delivery.entry_id, reason, {"payload": delivery.raw}, delivery.task_id
-            )
+            with redis_errors("dead_letter"):
+                self.owner(delivery).dead_letter(
+                    delivery.entry_id, reason, {"payload": delivery.raw}, delivery.task_id
+                )
         except Exception:  # noqa: BLE001 - it stays pending and is reclaimed later
             self.owner(delivery).abandon(delivery)
             logger.exception(
@@ -154,8 +157,11 @@ class Slot:
         control = RunControl(delivery.task_id, delivery.entry_id)
         self.runs.track(control)
         try:
-            if not self.owner(delivery).begin(delivery):
+            with redis_errors("begin"):
+                attempt = self.owner(delivery).begin(delivery)
+            if not attempt:
                 return
+            recorder().started(delivery, attempt)
             logger.info(
                 "worker %s: task %s started (delivery %d)",
                 self.worker_id,
@@ -163,8 +169,10 @@ class Slot:
                 delivery.deliveries,
             )
             with hooks.around_task(self.worker_id, delivery.task_id):
+                started = time.monotonic()
                 outcome = self.attempt(delivery, control)
-            self.settle(delivery, outcome)
+                seconds = time.monotonic() - started
+            self.settle(delivery, outcome, seconds)
         finally:
             self.runs.untrack(control)
 
@@ -199,9 +207,13 @@ class Slot:
         except Exception as exc:  # noqa: BLE001 - a result JSON cannot hold: no use re-running
             return Outcome.failed(exc, retryable=False)
 
-    def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        settled = self.owner(delivery).settle(delivery, outcome)
+    def settle(self, delivery: Delivery, outcome: Outcome, seconds: float = 0.0) -> None:
+        """Record the outcome of an attempt that ran ``seconds``, and count it."""
+        with redis_errors("settle"):
+            settled = self.owner(delivery).settle(delivery, outcome)
         task_id = delivery.task_id
+        if settled.written:
+            recorder().settled(delivery, settled.status, seconds)
         if outcome.kind.is_failure:
             self.runs.count(failed=1)
         elif outcome.kind is OutcomeKind.COMPLETED and settled.status == "completed":

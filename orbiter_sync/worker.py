@@ -43,6 +43,7 @@ from orbiter_sync.events import EventPublisher
 from orbiter_sync.executors import make_executor
 from orbiter_sync.heartbeat import STOP_BUDGET, Heartbeat, default_worker_id, release_stuck
 from orbiter_sync.maintenance import Maintenance, RetryPromoter
+from orbiter_sync.metrics.worker import MetricsServer, WorkerState, serve
 from orbiter_sync.outcome import StopReason
 from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
@@ -148,7 +149,34 @@ class Worker:
         process when a stop overruns its deadline: under gevent a run that never
         yields holds up the main greenlet that would finish the stop. Without it,
         the watchdog only releases the runs that did not stop.
+
+        With ``metrics_port`` set, ``/metrics`` is served from before the first claim
+        until everything is shut down; a port that cannot be bound is a
+        ``ConfigurationError`` raised before anything starts.
         """
+        metrics = self._serve_metrics()
+        try:
+            self._run(exit_on_overrun)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    def _serve_metrics(self) -> MetricsServer | None:
+        port = self.settings.metrics_port
+        if port is None:
+            return None
+        state = WorkerState(
+            slots=self.settings.concurrency,
+            busy=lambda: len(self.runs.ids()),
+            in_progress=lambda: len(self.consumer.in_flight()),
+            queues=[consumer.settings for consumer in self.consumers],
+            redis_url=self.redis_url,
+        )
+        server = serve(port, state)
+        logger.info("worker %s: metrics on http://0.0.0.0:%d/metrics", self.worker_id, port)
+        return server
+
+    def _run(self, exit_on_overrun: bool) -> None:
         s = self.settings
         logger.info(
             "worker %s starting: redis=%s queue=%s concurrency=%d pool=%s executor=%s",

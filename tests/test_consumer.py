@@ -152,7 +152,7 @@ def test_a_task_cancelled_while_it_waited_is_acknowledged_without_running(
     assert delivery is not None
     producer.cancel(payload.task_id)
 
-    assert consumer.begin(delivery) is False
+    assert consumer.begin(delivery) == 0
 
     assert r.hget(f"orbiter:task:{payload.task_id}", "status") == "cancelled"
     assert r.xlen("orbiter:tasks") == 0 and pending_count(r) == 0
@@ -170,7 +170,7 @@ def test_an_ended_task_never_becomes_running_again(
     delivery = consumer.claim(timeout=1)
     assert delivery is not None
 
-    assert consumer.begin(delivery) is False
+    assert consumer.begin(delivery) == 0
 
     assert r.hget(f"orbiter:task:{payload.task_id}", "status") == final
     assert r.xlen("orbiter:tasks") == 0

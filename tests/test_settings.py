@@ -38,7 +38,8 @@ def test_keywords_and_settings_fields_are_the_same_names() -> None:
 
 def test_bad_settings_are_refused() -> None:
     for bad in ({"concurrency": 0}, {"max_retries": -1}, {"max_deliveries": 0},
-                {"visibility_timeout": 0}, {"claim_timeout": -1}, {"pool": "fork"}):  # fmt: skip
+                {"visibility_timeout": 0}, {"claim_timeout": -1}, {"pool": "fork"},
+                {"metrics_port": 0}, {"metrics_port": 65536}):  # fmt: skip
         with pytest.raises(ConfigurationError):
             WorkerSettings(**bad)
 
@@ -50,6 +51,7 @@ def test_allow_imports_are_kept_as_a_tuple() -> None:
 def test_the_cli_exposes_every_setting_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ORBITER_POOL", raising=False)
     monkeypatch.delenv("TEMPORAL_HOST", raising=False)
+    monkeypatch.delenv("ORBITER_METRICS_PORT", raising=False)
     options = {p.name: p for p in worker_command.params if isinstance(p, click.Option)}
 
     for name in WorkerSettings.names():
@@ -63,7 +65,8 @@ def test_the_cli_exposes_every_setting_with_its_default(monkeypatch: pytest.Monk
             [default] = default  # type: ignore[misc]
         assert default == WorkerSettings.default_of(name), name
     help_text = worker_command.get_help(click.Context(worker_command))
-    for flag in ("--max-retries", "--max-deliveries", "--claim-timeout", "--retry-backoff"):
+    for flag in ("--max-retries", "--max-deliveries", "--claim-timeout", "--retry-backoff",
+                 "--metrics-port", "ORBITER_METRICS_PORT"):  # fmt: skip
         assert flag in help_text
 
 

@@ -3,13 +3,15 @@
 Run it from the repository root (``make bench`` installs the peers first):
 
     .venv/bin/python -m benchmarks.peers [--only orbiter-sync celery rq dramatiq]
-        [--scenarios a b c d e f] [--rounds 3] [--tasks 2000] [--quick] [--bulk]
+        [--scenarios a b c d e f] [--rounds 3] [--tasks 2000] [--quick] [--bulk] [--metrics]
 
 Scenarios: (a) no-op throughput with worker/Redis CPU per task and peak RSS,
 (b) submit-to-start latency, (c) 200 ms I/O tasks on 8 threads, (d) gevent pool at
 500 slots, (e) scaling over 1, 2 and 4 worker processes, (f) submit rate, one
 call per task and in bulk. Each prints a markdown
-table of medians (min-max over the rounds); progress goes to stderr.
+table of medians (min-max over the rounds); progress goes to stderr. ``--metrics``
+runs orbiter-sync a second time with ``--metrics-port``, interleaved with the first,
+and prints what metrics cost.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from benchmarks.peers import contestants as peers
 from benchmarks.peers import jobs
 from benchmarks.peers.measure import Bench
-from benchmarks.peers.report import Results, header, setup, summary
+from benchmarks.peers.report import Results, header, metrics_cost, setup, summary
 from benchmarks.peers.scenarios import SCENARIOS, Settings
 from orbiter_sync import TaskProducer
 from orbiter_sync.embedded import EmbeddedRedis
@@ -72,6 +74,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bulk", action="store_true",
                         help="submit in bulk where the client has a call for it (orbiter-sync "
                              "TaskProducer.submit_many, rq enqueue_many)")  # fmt: skip
+    parser.add_argument("--metrics", action="store_true",
+                        help="also run orbiter-sync with --metrics-port, to measure what "
+                             "recording metrics costs")  # fmt: skip
     parser.add_argument(
         "--celery-prefetch",
         type=int,
@@ -88,15 +93,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return options
 
 
-def available(bench: Bench, names: list[str], prefetch: int | None) -> list[peers.Contestant]:
-    """The contestants that can run here, in the order asked; one line for each skipped."""
-    chosen = []
+def available(
+    bench: Bench, names: list[str], prefetch: int | None, metrics: bool = False
+) -> list[peers.Contestant]:
+    """The contestants that can run here, in the order asked; one line for each skipped.
+    With ``metrics``, orbiter-sync with --metrics-port comes right after orbiter-sync."""
+    chosen: list[peers.Contestant] = []
     for name in peers.NAMES:
         if name in names:
             contestant = peers.CLASSES[name](bench)
             reason = contestant.missing()
             if reason is None:
                 chosen.append(contestant)
+                if metrics and isinstance(contestant, peers.OrbiterSync):
+                    chosen.append(peers.OrbiterSyncMetrics(bench))
                 if isinstance(contestant, peers.Celery):
                     contestant.prefetch = prefetch
             else:
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             bench = Bench(server, Path(logdir))
             os.environ[jobs.URL_ENV] = server.url  # the Celery and Dramatiq client modules
             os.environ["CELERY_BROKER_URL"] = server.url
-            chosen = available(bench, options.only, options.celery_prefetch)
+            chosen = available(bench, options.only, options.celery_prefetch, options.metrics)
             print(header(bench.client), flush=True)
             print(setup(options.celery_prefetch), flush=True)
             print(f"contestants: {', '.join(c.label for c in chosen) or 'none'}; "
@@ -142,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             print()
             labels = peers.OrbiterSync.label, peers.Dramatiq.label, peers.Celery.label
             lines = summary(results, *labels, settings.scale)
+            if options.metrics:
+                lines += metrics_cost(results, peers.OrbiterSync.label,
+                                      peers.OrbiterSyncMetrics.label)  # fmt: skip
             print("\n".join(lines), flush=True)
     finally:
         server.close()

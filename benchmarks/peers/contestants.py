@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,32 @@ class OrbiterSync(Contestant):
         config = {"entrypoint": self.AGENTS[job]}
         producer.submit_many([TaskPayload(agent_config=config, input=repr(a)) for a in args])
         return "TaskProducer.submit_many"
+
+
+class OrbiterSyncMetrics(OrbiterSync):
+    """orbiter-sync with ``--metrics-port``, scraped once it is ready: what recording its
+    metrics costs (``--metrics``)."""
+
+    name = "orbiter-sync-metrics"
+    label = "orbiter-sync --metrics-port"
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(bench)
+        self.ports: dict[int, int] = {}
+
+    def command(self, pool: Pool, index: int) -> list[str]:
+        from orbiter_sync.embedded import free_port
+
+        self.ports[index] = free_port()
+        return [*super().command(pool, index), "--metrics-port", str(self.ports[index])]
+
+    def ready(self, pool: Pool, processes: int) -> bool:
+        if not super().ready(pool, processes):
+            return False
+        for index in range(processes):  # serving, and its first scrape is behind it
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[index]}/metrics") as page:
+                page.read()
+        return True
 
 
 class Celery(Contestant):

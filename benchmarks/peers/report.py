@@ -151,3 +151,16 @@ def summary(
         f"- submit rate (f): {versus('f', 'one')} Dramatiq's one call at a time; "
         f"submit_many {own('f', 'bulk', rate)} tasks/s",
     ]
+
+
+def metrics_cost(results: Results, off: str, on: str) -> list[str]:
+    """What --metrics-port costs orbiter-sync: metrics on against off (medians)."""
+
+    def versus(scenario: str, key: str) -> str:
+        return ratio(results.median(scenario, on, key), results.median(scenario, off, key))
+
+    return [
+        "Metrics: orbiter-sync with --metrics-port against without (medians)",
+        f"- throughput (a): {versus('a', 'tasks/s')} the tasks/s; worker CPU per task: "
+        f"{versus('a', 'worker_cpu_ms')}",
+    ]

@@ -22,6 +22,7 @@ from orbiter_sync.control import RunControl
 from orbiter_sync.env import TEMPORAL_HOST_ENV
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.events import EVENT_TYPES, EventPublisher, StreamEvent, for_the_stream
+from orbiter_sync.metrics.worker import recorder
 from orbiter_sync.models import TaskPayload
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def stream_publisher(
         sent = for_the_stream(event)
         if sent is not None:
             publisher.publish(task_id, sent)
+            recorder().published()
             return True
         kind = str(event.to_dict().get("type"))
         if kind not in skipped:

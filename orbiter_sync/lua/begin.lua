@@ -19,8 +19,9 @@
 -- ARGV[9] eid            de-duplication id of the event written
 -- ARGV[10] running event the `running` status event JSON up to its `"attempt":`,
 --                        completed here with the task's retries + 1 and `}`
--- Returns {verdict, status}: verdict `started`; `ended` (acknowledged, not to be
--- run); or `lost` (this consumer no longer holds the entry: nothing written).
+-- Returns {verdict, status, attempt}: verdict `started` (attempt: 1 for the first
+-- run, retries + 1 after); `ended` (acknowledged, not to be run); or `lost` (this
+-- consumer no longer holds the entry: nothing written); attempt 0 for those two.
 -- A call retried after a lost reply writes the `running` event only once.
 
 local queue = KEYS[1]
@@ -46,17 +47,17 @@ local running_event = ARGV[10]
 --- @include "counts"
 
 if not owner_is(queue, group, entry_id, consumer) then
-  return {'lost', redis.call('HGET', task_key, 'status') or ''}
+  return {'lost', redis.call('HGET', task_key, 'status') or '', 0}
 end
 local status, written = set_status(task_key, index_key, task_id, 'running', task_ttl,
                                    {'worker_id', consumer, 'started_at', now})
 if written then
   local attempt = (tonumber(redis.call('HGET', task_key, 'retries')) or 0) + 1
   append_event_once(stream, event_channel, event_ttl, running_event .. attempt .. '}', eid)
-  return {'started', status}
+  return {'started', status, attempt}
 end
 ack_and_delete(queue, group, entry_id)
 end_stream(stream, event_channel, event_ttl, status, '', '', eid)
 -- cancelled while it waited: no settle will count it (other ends were counted already)
 if status == 'cancelled' then count_as(totals, recent, status) end
-return {'ended', status}
+return {'ended', status, 0}
