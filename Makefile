@@ -40,7 +40,8 @@ test: install redis-server
 	$(BIN)/pytest
 	@echo "== the worker behaviour tests again, on the gevent pool =="
 	ORBITER_TEST_POOL=gevent $(BIN)/pytest tests/test_worker.py tests/test_hostile_worker.py tests/test_examples.py \
-		tests/test_hot_path.py tests/test_llm.py tests/test_llm_runs.py tests/test_queues.py
+		tests/test_hot_path.py tests/test_llm.py tests/test_llm_runs.py tests/test_queues.py \
+		tests/test_metrics_worker.py
 
 # Two workers on a private redis-server, streaming the example agents' runs.
 demo: install redis-server
