@@ -113,7 +113,7 @@ def test_rules_from_a_configuration_file_may_spell_enums_as_text() -> None:
 
 
 def test_queue_rules_give_a_row_per_queue() -> None:
-    snapshot = fleet(queue("a", waiting=90, delayed=11), queue("b", waiting=501),
+    snapshot = fleet(queue("a", waiting=90, delayed=11, delayed_due=11), queue("b", waiting=501),
                      queue("c", oldest_waiting_age=61.0))  # fmt: skip
     got = states(evaluate(register_distributed_alerts(), snapshot))
     assert got[("dist_queue_depth_warning", "a")] == "firing"  # depth counts delayed ones

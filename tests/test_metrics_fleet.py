@@ -129,11 +129,13 @@ def test_depth_and_wait_time_of_a_queue_no_worker_reads(
 ) -> None:
     producer.submit(TaskPayload(input="old", created_at=time.time() - 120))
     producer.submit(TaskPayload(input="new"))
-    producer.submit(TaskPayload(input="later"), delay=600)
+    producer.submit(TaskPayload(input="soon"), delay=30)
+    producer.submit(TaskPayload(input="tomorrow"), delay=86400)
     fleet = read_fleet(redis_url)
     queue = fleet.queue(QUEUE)
     assert queue is not None
-    assert (queue.waiting, queue.delayed, queue.depth, queue.pending) == (2, 1, 3, 0)
+    # a task due tomorrow is not depth; one due within the minute (as a retry is) is
+    assert (queue.waiting, queue.delayed, queue.depth, queue.pending) == (2, 2, 3, 0)
     assert queue.oldest_waiting_age is not None and 119 < queue.oldest_waiting_age < 130
     assert fleet.workers_alive == 0
 
@@ -220,3 +222,46 @@ def test_a_port_in_use_is_one_line_and_exit_2(redis_url: str) -> None:
     assert done.stderr.strip().splitlines() == [
         f"Error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_a_cancelled_task_handed_back_by_a_stopping_worker_is_counted(
+    producer: TaskProducer, consumer: TaskConsumer, redis_url: str
+) -> None:
+    from orbiter_sync.outcome import Outcome
+
+    payload = TaskPayload(input="x")
+    producer.submit(payload)
+    delivery = claim_as_worker(consumer)
+    assert delivery is not None and consumer.begin(delivery) == 1
+    assert producer.cancel(payload.task_id)  # while it runs; then its worker stops
+    consumer.settle(delivery, Outcome.released("worker stopping"))
+    queue = read_fleet(redis_url).queue(QUEUE)
+    assert queue is not None and (queue.cancelled_total, queue.waiting) == (1, 0)
+
+
+def test_wait_time_of_a_task_that_ran_before_counts_from_its_new_entry(
+    producer: TaskProducer, redis_url: str, r: redis.Redis
+) -> None:
+    payload = TaskPayload(input="x", created_at=time.time() - 120)
+    producer.submit(payload)
+    r.hset(f"orbiter:task:{payload.task_id}", "started_at", time.time() - 100)
+    queue = read_fleet(redis_url).queue(QUEUE)
+    assert queue is not None and queue.oldest_waiting_age is not None
+    assert queue.oldest_waiting_age < 10  # not 120: it went back on the queue just now
+    # and a task key someone broke reads as its payload's age, not as an unreadable fleet
+    r.delete(f"orbiter:task:{payload.task_id}")
+    r.set(f"orbiter:task:{payload.task_id}", "not a hash")
+    queue = read_fleet(redis_url).queue(QUEUE)
+    assert queue is not None and queue.oldest_waiting_age is not None
+    assert queue.oldest_waiting_age > 119
+
+
+def test_every_queue_a_live_worker_reads_is_read_however_long_their_names(
+    redis_url: str, r: redis.Redis
+) -> None:
+    tenants = [f"orbiter:tasks:tenant-{i:06d}" for i in range(10)]
+    r.hset("orbiter:workers:w1", mapping={"queues": ",".join(tenants), "concurrency": 2,
+                                          "last_heartbeat": time.time()})  # fmt: skip
+    r.expire("orbiter:workers:w1", 30)
+    read = [q.queue for q in read_fleet(redis_url).queues]
+    assert read == [QUEUE, *tenants]

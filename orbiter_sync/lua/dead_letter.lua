@@ -66,5 +66,7 @@ pcall(function()
                                       'completed_at', now})
   end_stream(stream, event_channel, event_ttl, status, reason, '', eid)
   if written then count_as(totals, recent, 'failed') end
+  -- cancelled before it was dead-lettered: no begin or settle counted it
+  if not written and status == 'cancelled' then count_as(totals, recent, status) end
 end)
 return 1

@@ -110,6 +110,8 @@ if outcome == 'released' then
     append_event(stream, event_channel, event_ttl, recoverable_event, eid)
   else
     end_stream(stream, event_channel, event_ttl, current, '', agent_name, eid)
+    -- cancelled while it waited or ran, and released: no other script will count it
+    if current == 'cancelled' then count_as(totals, recent, current) end
   end
   ack_and_delete(queue, group, entry_id)
   return {'settled', current or ''}

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 MAX_QUEUES = 100  # queues read per scrape, named ones first, then the workers'
 MAX_QUEUE_NAME = 200  # a longer "queue" in a heartbeat is not one
 RECENT_BUCKETS = int(RECENT_WINDOW // keys.COUNTS_BUCKET)
+# retries wait at most a minute (the backoff's cap): what is due within it counts in
+# the queue's depth; a task submitted with a longer delay is not work waiting yet
+DUE_SOON = 60.0
 COUNT_FIELDS = ("completed", "failed", "cancelled", "retried", "dead_lettered")
 
 
@@ -57,10 +60,8 @@ def read_fleet(
     try:
         workers = get_worker_fleet_status("", client=client, retry=retry)
         alive = [w for w in workers if w.alive]
-        named = list(queues) or [keys.DEFAULT_QUEUE]
-        for worker in alive:
-            named += worker.extra.get("queues", "").split(",")
-        wanted = [q for q in dict.fromkeys(named) if q and len(q) <= MAX_QUEUE_NAME]
+        named = [*(queues or [keys.DEFAULT_QUEUE]), *_queues_read(client, retry, alive)]
+        wanted = [q for q in dict.fromkeys(named) if _queue_name(q)]
         now = time.time()
         return FleetSnapshot(
             queues=tuple(_read_queue(client, retry, q, now) for q in wanted[:MAX_QUEUES]),
@@ -76,6 +77,27 @@ def read_fleet(
             client.close()
 
 
+def _queues_read(client: redis.Redis, retry: RetryPolicy, alive: Sequence[Any]) -> list[str]:
+    """The queues live workers read, from their heartbeats' ``queues`` field as written
+    (WorkerHealth shortens text fields for display)."""
+
+    def read() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for worker in alive[:MAX_QUEUES]:
+            pipe.hget(keys.worker_heartbeat(worker.worker_id), "queues")
+        return pipe.execute(raise_on_error=False)
+
+    found: list[str] = []
+    for value in retry.call(read) if alive else []:
+        if isinstance(value, str):
+            found += value[: MAX_QUEUES * (MAX_QUEUE_NAME + 1)].split(",")[:MAX_QUEUES]
+    return found
+
+
+def _queue_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_QUEUE_NAME and name.isprintable()
+
+
 def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float) -> QueueSnapshot:
     recent_keys = [
         keys.recent_counts(queue, now - i * keys.COUNTS_BUCKET) for i in range(RECENT_BUCKETS)
@@ -86,6 +108,7 @@ def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float)
         pipe.xlen(queue)
         pipe.xlen(keys.dead_letters(queue))
         pipe.zcard(keys.delayed_retries(queue))
+        pipe.zcount(keys.delayed_retries(queue), "-inf", now + DUE_SOON)
         pipe.hgetall(keys.fleet_counts(queue))
         for key in recent_keys:
             pipe.hgetall(key)
@@ -93,7 +116,7 @@ def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float)
         pipe.xpending(queue, keys.consumer_group(queue))
         return pipe.execute(raise_on_error=False)
 
-    length, dead, delayed, totals, *rest = retry.call(read)
+    length, dead, delayed, due_soon, totals, *rest = retry.call(read)
     recent, (groups, pending_summary) = rest[:-2], rest[-2:]
     group = _group(groups, keys.consumer_group(queue))
     pending = _count(group.get("pending"))
@@ -114,6 +137,7 @@ def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float)
         pending=pending,
         waiting=waiting,
         delayed=_count(delayed),
+        delayed_due=_count(due_soon),
         dead_letters=_count(dead),
         oldest_pending_age=oldest_pending,
         oldest_waiting_age=oldest_waiting,
@@ -129,9 +153,10 @@ def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float)
 def _oldest_waiting_age(
     client: redis.Redis, retry: RetryPolicy, queue: str, last: object, now: float
 ) -> float | None:
-    """Seconds since the oldest undelivered task was created (its payload's
-    ``created_at``, or its hash's ``due_at`` when it was submitted with a delay that
-    ended later; else the time its entry was queued)."""
+    """Seconds the oldest undelivered task has waited: since its payload's
+    ``created_at`` (or its hash's ``due_at``, when it was submitted with a delay); for a
+    task that ran before (a retry, or one handed back by a stopping worker), since its
+    entry was queued again; when nothing can be read, since its entry was queued."""
     start = f"({_text(last)}" if last and _text(last) != "0-0" else "-"
     entries: Any = retry.call(client.xrange, queue, start, "+", 1)
     if not entries:
@@ -142,9 +167,17 @@ def _oldest_waiting_age(
         return _age_of_entry(entry_id, now)
     task_id = _task_id(fields.get(b"payload") or fields.get("payload"))
     if task_id:
-        due = _number(retry.call(client.hget, keys.task_hash(task_id), "due_at"))
-        if due is not None and due > since:
-            since = due
+        try:
+            due, started, retries = retry.call(
+                client.hmget, keys.task_hash(task_id), "due_at", "started_at", "retries"
+            )
+        except redis.ResponseError:  # a task key someone broke: its payload's time
+            due = started = retries = None
+        if started or _count(retries):
+            return _age_of_entry(entry_id, now)
+        due_at = _number(due)
+        if due_at is not None and due_at > since:
+            since = due_at
     return max(0.0, now - since)
 
 
@@ -248,7 +281,8 @@ class FleetCollector(Collector):
 def fleet_metrics(fleet: FleetSnapshot) -> Iterator[Metric]:
     """The metric families of one snapshot."""
     per_queue: list[tuple[str, str, str]] = [
-        ("gauge", names.FLEET_QUEUE_DEPTH, "Entries not yet delivered plus delayed ones"),
+        ("gauge", names.FLEET_QUEUE_DEPTH, "Entries not yet delivered, plus delayed ones due "
+         "within a minute (retries)"),
         ("gauge", names.FLEET_QUEUE_LENGTH, "Entries in the queue's stream"),
         ("gauge", names.FLEET_QUEUE_PENDING, "Entries claimed by a worker, not yet settled"),
         ("gauge", names.FLEET_QUEUE_LAG, "Entries not yet delivered to any worker"),

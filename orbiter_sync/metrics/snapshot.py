@@ -42,6 +42,7 @@ class QueueSnapshot:
     dead_letters: int  # in the dead-letter stream now
     oldest_pending_age: float | None  # seconds since the oldest claimed entry was queued
     oldest_waiting_age: float | None  # seconds since the oldest undelivered task was created
+    delayed_due: int = 0  # of the delayed, those due within a minute (or overdue)
     completed_total: int = 0
     failed_total: int = 0
     cancelled_total: int = 0
@@ -51,8 +52,10 @@ class QueueSnapshot:
 
     @property
     def depth(self) -> int:
-        """The alert rules' queue depth: entries not yet delivered plus delayed ones."""
-        return self.waiting + self.delayed
+        """The alert rules' queue depth: entries not yet delivered plus delayed retries
+        (the delayed entries due within a minute: a retry waits at most that long, and
+        a task submitted for tomorrow is not work waiting now)."""
+        return self.waiting + self.delayed_due
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "depth": self.depth}

@@ -295,7 +295,7 @@ class _Collector:
             pipe = self._client.pipeline(transaction=False)
             for q in self.state.queues:
                 pipe.xlen(q.name)
-                pipe.zcard(q.delayed_key)
+                pipe.zcount(q.delayed_key, "-inf", time.time() + 60)  # as fleet.py
                 pipe.xinfo_groups(q.name)
             replies = pipe.execute(raise_on_error=False)
         except (redis.RedisError, OSError) as exc:
