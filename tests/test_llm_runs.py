@@ -53,10 +53,14 @@ def test_timeout_seconds_stops_a_slow_model(
     llm_worker: Spawn, llm: FakeOpenAI, redis_url: str
 ) -> None:
     llm_worker("--max-retries", "0")
-    llm.script(Reply.hang())
+    # a first run imports pydantic-ai (over a second on a busy machine), so that the
+    # second's timeout covers the model call alone
+    llm.script(Reply.text("warm"), Reply.hang())
+    assert distributed(agent(), "warm up", redis_url=redis_url).result(timeout=20)
     handle = distributed(agent(), "slow", redis_url=redis_url, timeout=1)
     error_type, error, _ = failure(handle)
     assert (error_type, error) == ("TimeoutError", "timed out after 1s")
+    assert len(llm.requests) == 2  # the slow call was made, and then its stream closed
     llm.wait_for_disconnects(1, timeout=5)
 
 
