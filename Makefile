@@ -19,9 +19,9 @@ install: $(STAMP)
 
 # The tests start private redis-server processes; install the binary when it is missing.
 redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "redis-server not found: installing it with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
+		echo "redis-server or redis-cli not found: installing them with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; \
 	}
 
 lint: install
