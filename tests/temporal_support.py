@@ -45,12 +45,19 @@ def dev_server(log_dir: Path, *args: str) -> Iterator[str]:
 
 
 def workflow_status(host: str, task_id: str) -> str:
-    """The Temporal status name (RUNNING, COMPLETED, ...) of a task's workflow."""
+    """The Temporal status name (RUNNING, COMPLETED, ...) of a task's workflow; "" when
+    there is none."""
     from temporalio.client import Client
+    from temporalio.service import RPCError, RPCStatusCode
 
     async def read() -> str:
         client = await Client.connect(host)
-        described = await client.get_workflow_handle(f"orbiter-task-{task_id}").describe()
+        try:
+            described = await client.get_workflow_handle(f"orbiter-task-{task_id}").describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return ""  # not started (yet)
+            raise
         return str(described.status.name if described.status else "")
 
     return asyncio.run(read())
@@ -60,10 +67,16 @@ def activity_started(host: str, task_id: str) -> bool:
     """Whether a worker has begun the activity of a task's workflow."""
     from temporalio.api.enums.v1 import PendingActivityState
     from temporalio.client import Client
+    from temporalio.service import RPCError, RPCStatusCode
 
     async def read() -> bool:
         client = await Client.connect(host)
-        described = await client.get_workflow_handle(f"orbiter-task-{task_id}").describe()
+        try:
+            described = await client.get_workflow_handle(f"orbiter-task-{task_id}").describe()
+        except RPCError as exc:  # the slot may not have started the workflow yet
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
         pending = described.raw_description.pending_activities
         return any(a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for a in pending)
 
