@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-from types import FrameType
 
 import click
 
@@ -19,6 +17,7 @@ from .worker import (
     allowlist,
     events_ttl_option,
     log_level_option,
+    on_stop_signals,
     path_option,
     redis_url_option,
     set_up_process,
@@ -89,24 +88,12 @@ def temporal_worker_command(
         )
     except OrbiterError as exc:
         raise ConfigError(str(exc)) from None
-    signals_seen = 0
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        name = signal.Signals(signum).name
-        if signals_seen == 1:
-            click.echo(
-                f"{name}: stopping; running activities get {shutdown_timeout:g}s to finish",
-                err=True,
-            )
-            worker.stop()
-        else:
-            click.echo(f"{name} again: stopping running activities now", err=True)
-            worker.stop(now=True)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop_signals(
+        worker.stop,
+        f"stopping; running activities get {shutdown_timeout:g}s to finish",
+        lambda: worker.stop(now=True),
+        "stopping running activities now",
+    )
     t = worker.temporal
     click.echo(
         f"orbiter-sync temporal-worker {worker.worker_id}\n"

@@ -237,23 +237,12 @@ def worker_command(
     except OrbiterError as exc:
         raise ConfigError(str(exc)) from None
     s = worker.settings
-    signals_seen = 0
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        name = signal.Signals(signum).name
-        if signals_seen == 1:
-            click.echo(
-                f"{name}: stopping; running tasks get {s.shutdown_timeout:g}s to finish", err=True
-            )
-            worker.stop()
-        else:
-            click.echo(f"{name} again: releasing running tasks and stopping now", err=True)
-            worker.stop(timeout=0)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop_signals(
+        worker.stop,
+        f"stopping; running tasks get {s.shutdown_timeout:g}s to finish",
+        lambda: worker.stop(timeout=0),
+        "releasing running tasks and stopping now",
+    )
     click.echo(
         f"orbiter-sync worker {worker.worker_id}\n"
         f"  redis:       {mask_url(url)}\n"
@@ -276,6 +265,28 @@ def worker_command(
         if id_file:
             with contextlib.suppress(OSError):
                 os.unlink(id_file)
+
+
+def on_stop_signals(
+    stop: Callable[[], None], saying: str, stop_now: Callable[[], None], now_saying: str
+) -> None:
+    """SIGTERM and SIGINT: the first prints ``{SIGNAL}: {saying}`` and calls ``stop``; any
+    later one prints ``{SIGNAL} again: {now_saying}`` and calls ``stop_now``."""
+    seen = 0
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal seen
+        seen += 1
+        name = signal.Signals(signum).name
+        if seen == 1:
+            click.echo(f"{name}: {saying}", err=True)
+            stop()
+        else:
+            click.echo(f"{name} again: {now_saying}", err=True)
+            stop_now()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def set_up_process(log_level: str, redis_url: str | None, paths: tuple[str, ...]) -> None:
