@@ -18,7 +18,6 @@ from typing import Any
 import click
 import redis
 
-from orbiter_sync import keys
 from orbiter_sync.alerts import (
     AlertResult,
     AlertRule,
@@ -39,6 +38,7 @@ from .common import (
     duration,
     echo_json,
     echo_table,
+    fleet_queues_option,
     json_option,
     redis_option,
     urls_in_use,
@@ -129,14 +129,7 @@ def check_report(results: list[AlertResult], fleet: FleetSnapshot) -> dict[str, 
 
 
 @alerts_group.command("check")
-@click.option(
-    "--queue",
-    "queues",
-    multiple=True,
-    metavar="QUEUE",
-    help=f"A queue to judge (repeatable) [default: {keys.DEFAULT_QUEUE}]; the queues "
-    "live workers read are judged too.",
-)
+@fleet_queues_option("judge", "judged")
 @threshold_option
 @redis_option
 @json_option

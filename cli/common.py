@@ -133,6 +133,19 @@ def queue_option(fn: F) -> F:
     )(fn)
 
 
+def fleet_queues_option(verb: str, done: str) -> Callable[[F], F]:
+    """``--queue``, repeatable, of the commands that read the whole fleet: the queues
+    named (default ``orbiter:tasks``), and every queue a live worker reads."""
+    return click.option(
+        "--queue",
+        "queues",
+        multiple=True,
+        metavar="QUEUE",
+        help=f"A queue to {verb} (repeatable) [default: {keys.DEFAULT_QUEUE}]; the queues "
+        f"live workers read are {done} too.",
+    )
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
         fn

@@ -8,7 +8,16 @@ from types import FrameType
 
 import click
 
-from .common import CLI_RETRY, ConfigError, Target, echo_json, echo_table, json_option, redis_option
+from .common import (
+    CLI_RETRY,
+    ConfigError,
+    Target,
+    echo_json,
+    echo_table,
+    fleet_queues_option,
+    json_option,
+    redis_option,
+)
 
 METRICS_PORT_DEFAULT = 9100
 
@@ -18,20 +27,9 @@ def metrics_group() -> None:
     """The fleet's metrics, read from Redis (no worker needs to be reachable)."""
 
 
-def queues_option(fn: click.decorators.FC) -> click.decorators.FC:
-    return click.option(
-        "--queue",
-        "queues",
-        multiple=True,
-        metavar="NAME",
-        help="Queue to report (repeatable) [default: orbiter:tasks]; every queue a live "
-        "worker reads is reported too.",
-    )(fn)
-
-
 @metrics_group.command("serve")
 @redis_option
-@queues_option
+@fleet_queues_option("report", "reported")
 @click.option("--port", type=click.IntRange(0, 65535), default=METRICS_PORT_DEFAULT,
               show_default=True, help="Port of the /metrics endpoint.")  # fmt: skip
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
@@ -75,7 +73,7 @@ def serve(redis_url: str | None, queues: tuple[str, ...], port: int, bind: str) 
 
 @metrics_group.command("show")
 @redis_option
-@queues_option
+@fleet_queues_option("report", "reported")
 @json_option
 def show(redis_url: str | None, queues: tuple[str, ...], as_json: bool) -> None:
     """Print the fleet's numbers once: what the exporter would serve now."""
