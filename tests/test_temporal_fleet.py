@@ -71,21 +71,28 @@ def spawn_runner(
             process.wait()
 
 
+@pytest.fixture
+def claimer(
+    spawn_worker: Spawn, redis_url: str, fleet_env: dict[str, str]
+) -> subprocess.Popen[str]:
+    """A worker that claims from Redis and starts workflows, but runs no activities."""
+    return spawn_worker(redis_url, "--executor", "temporal", "--no-temporal-worker",
+                        env=fleet_env, pool="thread")  # fmt: skip
+
+
 def texts(r: redis.Redis, task_id: str) -> list[dict[str, object]]:
     return [e for e in events_of(r, task_id) if e["type"] == "text"]
 
 
 def test_claiming_workers_start_workflows_and_temporal_workers_run_them(
-    spawn_worker: Spawn,
+    claimer: subprocess.Popen[str],
     spawn_runner: RunnerSpawn,
     fleet_env: dict[str, str],
     redis_url: str,
     r: redis.Redis,
     temporal_host: str,
 ) -> None:
-    # Given a worker that claims from Redis but runs no activities
-    claimer = spawn_worker(redis_url, "--executor", "temporal", "--no-temporal-worker",
-                           env=fleet_env, pool="thread")  # fmt: skip
+    # Given a worker that claims from Redis but runs no activities (claimer)
     assert "(starts workflows only)" in log_of(claimer)
     handle = distributed({"entrypoint": "sample_agents:words"}, "one two", redis_url=redis_url)
     # Then its workflow starts, but nothing runs the agent
@@ -110,14 +117,11 @@ def test_claiming_workers_start_workflows_and_temporal_workers_run_them(
 
 
 def test_a_stopping_temporal_worker_lets_its_runs_finish(
-    spawn_worker: Spawn,
+    claimer: subprocess.Popen[str],
     spawn_runner: RunnerSpawn,
-    fleet_env: dict[str, str],
     redis_url: str,
     r: redis.Redis,
 ) -> None:
-    spawn_worker(redis_url, "--executor", "temporal", "--no-temporal-worker",
-                 env=fleet_env, pool="thread")  # fmt: skip
     runner = spawn_runner("--shutdown-timeout", "30")
     handle = distributed({"entrypoint": "sample_agents:sleepy_sync"}, "2", redis_url=redis_url)
     wait_for(lambda: len(texts(r, handle.task_id)) > 3, timeout=20)
@@ -135,14 +139,11 @@ def test_a_stopping_temporal_worker_lets_its_runs_finish(
 
 
 def test_a_second_signal_stops_the_runs_and_temporal_retries_them_elsewhere(
-    spawn_worker: Spawn,
+    claimer: subprocess.Popen[str],
     spawn_runner: RunnerSpawn,
-    fleet_env: dict[str, str],
     redis_url: str,
     r: redis.Redis,
 ) -> None:
-    spawn_worker(redis_url, "--executor", "temporal", "--no-temporal-worker",
-                 env=fleet_env, pool="thread")  # fmt: skip
     runner = spawn_runner("--shutdown-timeout", "60")
     handle = distributed({"entrypoint": "sample_agents:sleepy_sync"}, "4", redis_url=redis_url)
     wait_for(lambda: len(texts(r, handle.task_id)) > 3, timeout=20)
@@ -163,14 +164,11 @@ def test_a_second_signal_stops_the_runs_and_temporal_retries_them_elsewhere(
 
 
 def test_a_second_signal_abandons_a_run_that_never_returns(
-    spawn_worker: Spawn,
+    claimer: subprocess.Popen[str],
     spawn_runner: RunnerSpawn,
-    fleet_env: dict[str, str],
     redis_url: str,
     temporal_host: str,
 ) -> None:
-    spawn_worker(redis_url, "--executor", "temporal", "--no-temporal-worker",
-                 env=fleet_env, pool="thread")  # fmt: skip
     runner = spawn_runner("--shutdown-timeout", "60")
     # a plain function sleeping 60 s: nothing can stop it but the end of the process
     handle = distributed({"entrypoint": "sample_agents:nap"}, "60", redis_url=redis_url)
