@@ -27,10 +27,12 @@ from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
 from orbiter_sync.health import get_worker_fleet_status
 from orbiter_sync.metrics import names
 from orbiter_sync.metrics.snapshot import (
+    DUE_SOON,
     RECENT_WINDOW,
     FleetSnapshot,
     QueueSnapshot,
     RecentCounts,
+    undelivered,
 )
 from orbiter_sync.urls import resolve_redis_url
 
@@ -39,9 +41,6 @@ logger = logging.getLogger(__name__)
 MAX_QUEUES = 100  # queues read per scrape, named ones first, then the workers'
 MAX_QUEUE_NAME = 200  # a longer "queue" in a heartbeat is not one
 RECENT_BUCKETS = int(RECENT_WINDOW // keys.COUNTS_BUCKET)
-# retries wait at most a minute (the backoff's cap): what is due within it counts in
-# the queue's depth; a task submitted with a longer delay is not work waiting yet
-DUE_SOON = 60.0
 COUNT_FIELDS = ("completed", "failed", "cancelled", "retried", "dead_lettered")
 
 
@@ -121,7 +120,7 @@ def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float)
     group = _group(groups, keys.consumer_group(queue))
     pending = _count(group.get("pending"))
     lag = group.get("lag")
-    waiting = _count(lag) if lag is not None else max(0, _count(length) - pending)
+    waiting = undelivered(_count(length), pending, None if lag is None else _count(lag))
     oldest_pending = None
     if pending and isinstance(pending_summary, dict) and pending_summary.get("min"):
         oldest_pending = _age_of_entry(pending_summary["min"], now)

@@ -7,6 +7,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 RECENT_WINDOW = 300.0  # seconds: the window of the recent counts (five one-minute buckets)
+# retries wait at most a minute (the backoff's cap): the delayed entries due within it
+# count in a queue's depth; a task submitted with a longer delay is not work waiting yet
+DUE_SOON = 60.0
+
+
+def undelivered(length: int, pending: int, lag: int | None) -> int:
+    """Entries no worker has been given yet: the group's lag, or, when Redis cannot tell
+    (deleted entries lie ahead of the group), length - pending, since settled entries
+    are deleted from the stream."""
+    return max(0, length - pending if lag is None else lag)
 
 
 @dataclass(frozen=True)

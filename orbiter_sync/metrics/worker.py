@@ -33,6 +33,7 @@ import redis
 from orbiter_sync.connection import Budget, connect
 from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
 from orbiter_sync.metrics import names
+from orbiter_sync.metrics.snapshot import DUE_SOON, undelivered
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -295,7 +296,7 @@ class _Collector:
             pipe = self._client.pipeline(transaction=False)
             for q in self.state.queues:
                 pipe.xlen(q.name)
-                pipe.zcount(q.delayed_key, "-inf", time.time() + 60)  # as fleet.py
+                pipe.zcount(q.delayed_key, "-inf", time.time() + DUE_SOON)
                 pipe.xinfo_groups(q.name)
             replies = pipe.execute(raise_on_error=False)
         except (redis.RedisError, OSError) as exc:
@@ -311,11 +312,10 @@ class _Collector:
                 continue
             group: dict[str, Any] = {} if isinstance(groups, Exception) else (
                 next((g for g in groups if g.get("name") == q.group), {}))  # fmt: skip
-            # lag is unknown (None) when deleted entries lie ahead of the group; as
-            # settled entries are deleted, those left unclaimed are length - pending then
             lag = group.get("lag")
-            waiting = int(length) - int(group.get("pending") or 0) if lag is None else int(lag)
-            depths[q.name] = max(0, waiting) + int(delayed)
+            pending = int(group.get("pending") or 0)
+            waiting = undelivered(int(length), pending, None if lag is None else int(lag))
+            depths[q.name] = waiting + int(delayed)
         return depths
 
     def close(self) -> None:
