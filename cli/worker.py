@@ -18,6 +18,7 @@ from orbiter_sync.env import (
     EVENTS_TTL_ENV,
     METRICS_PORT_ENV,
     POOL_ENV,
+    QUEUE_SHARDS_ENV,
     RESULT_TTL_ENV,
     TEMPORAL_TASK_QUEUE_ENV,
     TEMPORAL_WORKER_ENV,
@@ -25,6 +26,7 @@ from orbiter_sync.env import (
 )
 from orbiter_sync.errors import OrbiterError
 from orbiter_sync.executors import EXECUTORS, default_executor
+from orbiter_sync.layout import MAX_SHARDS
 from orbiter_sync.pools import POOLS
 from orbiter_sync.queue import ttl_settings
 from orbiter_sync.temporal import DEFAULT_TASK_QUEUE
@@ -203,6 +205,16 @@ log_level_option = click.option(
     show_default=f"off, or ${METRICS_PORT_ENV}",
     help="Serve this worker's Prometheus metrics on http://0.0.0.0:PORT/metrics.",
 )
+@setting(
+    "queue_shards",
+    type=click.IntRange(1, MAX_SHARDS),
+    envvar=QUEUE_SHARDS_ENV,
+    metavar="N",
+    show_default=f"the number recorded in Redis, else 1; or ${QUEUE_SHARDS_ENV}",
+    help="On a Redis Cluster (redis+cluster://), split every queue into N shards spread "
+    "over the masters. The whole deployment shares one number: the first worker or "
+    "producer records it in Redis, and a different one is refused.",
+)
 @allow_imports_option
 @click.option(
     "--id-file",
@@ -246,7 +258,7 @@ def worker_command(
     click.echo(
         f"orbiter-sync worker {worker.worker_id}\n"
         f"  redis:       {mask_url(url)}\n"
-        f"  queue:       {', '.join(s.queue_names)}\n"
+        f"  queue:       {', '.join(s.queue_names)}{shards_note(worker.layout.shards)}\n"
         f"  concurrency: {s.concurrency}\n"
         f"  pool:        {s.pool}\n"
         f"  executor:    {s.executor}\n"
@@ -265,6 +277,10 @@ def worker_command(
         if id_file:
             with contextlib.suppress(OSError):
                 os.unlink(id_file)
+
+
+def shards_note(shards: int) -> str:
+    return f" ({shards} shards)" if shards > 1 else ""
 
 
 def on_stop_signals(

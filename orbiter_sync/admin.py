@@ -13,17 +13,17 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import redis
 
-from orbiter_sync import keys
 from orbiter_sync.errors import DeadLetterError, ValidationError
 from orbiter_sync.models import TaskPayload, TaskStatus
 from orbiter_sync.producer import TaskProducer
 from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueUser
+from orbiter_sync.shards import layout_of
 
 STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")  # ASCII digits, as Redis reads them
 REQUEUE_BATCH = 100  # dead letters read per round trip by requeue_dead_letters
@@ -136,7 +136,82 @@ class RequeueReport:
 
 
 class QueueAdmin(QueueUser):
-    """Reads the state of one queue, and requeues or purges its dead letters."""
+    """Reads the state of one queue, and requeues or purges its dead letters; on a Redis
+    Cluster, of every shard of it (its dead letters merged, newest first)."""
+
+    @cached_property
+    def shards(self) -> list[ShardAdmin]:
+        """One admin per shard of the queue (one outside cluster mode)."""
+        given = self.settings.layout
+        layout = given if given.cluster else layout_of(self._client, retry=self._retry)
+        settings = replace(self.settings, layout=layout)
+        return [ShardAdmin(settings=shard, client=self._client, retry=self._retry)
+                for shard in settings.all_shards()]  # fmt: skip
+
+    def stats(self) -> QueueStats:
+        """Length, pending entries, lag, oldest pending age, dead letters and delayed
+        retries (summed over the shards)."""
+        parts = [shard.stats() for shard in self.shards]
+        if len(parts) == 1:
+            return parts[0]
+        lags, ages = [p.lag for p in parts], [p.oldest_pending_age for p in parts]
+        return QueueStats(
+            queue=self.settings.name,
+            length=sum(p.length for p in parts),
+            pending=sum(p.pending for p in parts),
+            lag=None if None in lags else sum(lag or 0 for lag in lags),
+            oldest_pending_age=max((a for a in ages if a is not None), default=None),
+            dead_letters=sum(p.dead_letters for p in parts),
+            delayed_retries=sum(p.delayed_retries for p in parts),
+            consumers=max(p.consumers for p in parts),
+        )
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest dead letters, newest first, each with its ``id`` (raw fields)."""
+        rows = [row for shard in self.shards for row in shard.dead_letters(count)]
+        return sorted(rows, key=lambda row: _id_order(row["id"]), reverse=True)[:count]
+
+    def dead_letter_count(self) -> int:
+        return sum(shard.dead_letter_count() for shard in self.shards)
+
+    def dead_letter_entries(self, limit: int = 50) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters, newest first."""
+        letters = [letter for shard in self.shards for letter in shard.dead_letter_entries(limit)]
+        return sorted(letters, key=lambda letter: _id_order(letter.id), reverse=True)[:limit]
+
+    def dead_letter(self, letter_id: str) -> DeadLetter | None:
+        """One dead letter by its id, or None."""
+        return next(filter(None, (shard.dead_letter(letter_id) for shard in self.shards)), None)
+
+    def requeue_dead_letter(self, letter_id: str) -> DeadLetter:
+        """Requeue dead letter ``letter_id`` (see :meth:`ShardAdmin.requeue_dead_letter`)."""
+        for shard in self.shards[:-1]:
+            if shard.dead_letter(letter_id) is not None:
+                return shard.requeue_dead_letter(letter_id)
+        return self.shards[-1].requeue_dead_letter(letter_id)
+
+    def requeue_dead_letters(self) -> RequeueReport:
+        """Requeue every dead letter there is now, shard by shard, oldest first; those
+        that cannot be requeued are kept and reported."""
+        report = RequeueReport()
+        for shard in self.shards:
+            part = shard.requeue_dead_letters()
+            report.requeued.extend(part.requeued)
+            report.kept.extend(part.kept)
+        return report
+
+    def purge_dead_letters(self, older_than: float | None = None) -> int:
+        """Delete every dead letter, or those dead-lettered over ``older_than`` seconds
+        ago; returns how many went."""
+        return sum(shard.purge_dead_letters(older_than) for shard in self.shards)
+
+
+def _id_order(entry_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split("-") if part.isdigit())
+
+
+class ShardAdmin(QueueUser):
+    """The admin of one shard of a queue (the whole queue outside cluster mode)."""
 
     @cached_property
     def _producer(self) -> TaskProducer:
@@ -148,20 +223,20 @@ class QueueAdmin(QueueUser):
 
         def read() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
-            pipe.xlen(s.name)
+            pipe.xlen(s.stream)
             pipe.xlen(s.dead_letter_key)
             pipe.zcard(s.delayed_key)
-            pipe.exists(s.name)
+            pipe.exists(s.stream)
             return pipe.execute()
 
         length, dead, delayed, exists = self._retry.call(read)
         group: dict[str, Any] = {}
         oldest: float | None = None
         if exists:
-            groups: Any = self._retry.call(self._client.xinfo_groups, s.name)
+            groups: Any = self._retry.call(self._client.xinfo_groups, s.stream)
             group = next((g for g in groups if g.get("name") == s.group), {})
         if group.get("pending"):
-            summary: Any = self._retry.call(self._client.xpending, s.name, s.group)
+            summary: Any = self._retry.call(self._client.xpending, s.stream, s.group)
             first = summary.get("min")
             if first:
                 oldest = max(0.0, time.time() - int(str(first).split("-")[0]) / 1000)
@@ -271,19 +346,21 @@ class QueueAdmin(QueueUser):
 
     def _live_runner(self, task_id: str) -> str:
         """The id of a worker whose live heartbeat lists ``task_id`` as running, or ""."""
-        for key in self._client.scan_iter(match=keys.WORKER_PATTERN, count=200):
+        prefix = self.settings.layout.worker_prefix
+        for key in self._client.scan_iter(match=f"{prefix}*", count=200):
             try:
                 running = self._client.hget(key, "running_task_ids") or ""
             except redis.ResponseError:  # not one of our heartbeats: it says nothing
                 continue
             if isinstance(running, str) and task_id in running.split(","):
-                return str(key)[len(keys.WORKER_PREFIX) :]
+                return str(key)[len(prefix) :]
         return ""
 
     def _forget_ended_task(self, letter: DeadLetter, task_id: str) -> None:
         """Delete the task's hash and event stream when it has ended (or has none), so
         that the submit starts it afresh; refuse when it is live (already requeued, say)."""
-        task_key = self.settings.task_key(task_id)
+        s = self.settings.for_task(task_id)
+        task_key = s.task_key(task_id)
         for _ in range(WATCH_ATTEMPTS):
             with self._client.pipeline(transaction=True) as pipe:
                 try:
@@ -302,7 +379,7 @@ class QueueAdmin(QueueUser):
                             f"{raw or 'without a status'}, not ended (requeued already?)"
                         )
                     pipe.multi()
-                    pipe.delete(task_key, keys.event_stream(task_id))
+                    pipe.delete(task_key, s.event_stream(task_id))
                     pipe.execute()
                     return
                 except redis.WatchError:

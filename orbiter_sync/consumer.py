@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from orbiter_sync import keys, lua, native
+from orbiter_sync import lua, native
 from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy
 from orbiter_sync.dead_letters import DeadLetterWriter, task_id_of
 from orbiter_sync.errors import ValidationError
@@ -81,8 +81,8 @@ class TaskConsumer(LineUser):
         """Create the consumer group (from the start of the stream) if it does not exist."""
         s = self.settings
         try:
-            self._retry.call(self._client.xgroup_create, s.name, s.group, id="0", mkstream=True)
-            logger.info("created consumer group %s on %s", s.group, s.name)
+            self._retry.call(self._client.xgroup_create, s.stream, s.group, id="0", mkstream=True)
+            logger.info("created consumer group %s on %s", s.group, s.stream)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -110,7 +110,7 @@ class TaskConsumer(LineUser):
                 self._client.xreadgroup,
                 self.settings.group,
                 self.name,
-                {self.settings.name: ">"},
+                {self.settings.stream: ">"},
                 count=count,
                 block=block_ms or None,
             )
@@ -179,6 +179,10 @@ class TaskConsumer(LineUser):
                 reason = f"undecodable payload: {type(exc).__name__}: {exc}"
             self.dead_letter(entry_id, reason, fields, task_id_of(raw))
             return None
+        misplaced = self.settings.misplaced(payload.task_id)  # put on this shard by hand
+        if misplaced:
+            self.dead_letter(entry_id, misplaced, fields)
+            return None
         if deliveries > self.settings.max_deliveries:
             reason = (
                 f"delivered {deliveries} times without finishing (max_deliveries="
@@ -186,7 +190,9 @@ class TaskConsumer(LineUser):
             )
             self.dead_letter(entry_id, reason, fields, payload.task_id)
             return None
-        delivery = Delivery(payload, entry_id, raw, deliveries, self.settings.name)
+        delivery = Delivery(
+            payload, entry_id, raw, deliveries, self.settings.name, self.settings.shard
+        )
         with self._lock:
             self._in_flight[entry_id] = delivery
         logger.debug("worker %s claimed task %s (entry %s)", self.name, payload.task_id, entry_id)
@@ -243,7 +249,7 @@ class TaskConsumer(LineUser):
                 task_id,
                 repr(now),
                 s.task_ttl,
-                keys.event_channel(task_id),
+                s.event_channel(task_id),
                 s.event_ttl,
                 new_event_id(),
                 self._running_event,
@@ -297,7 +303,7 @@ class TaskConsumer(LineUser):
                 op,
                 repr(now),
                 s.task_ttl,
-                keys.event_channel(task_id),
+                s.event_channel(task_id),
                 s.event_ttl,
                 new_event_id(),
                 payload,
@@ -371,7 +377,7 @@ class TaskConsumer(LineUser):
         s = self.settings
         taken_ids, gone_ids = (retry or self._retry).call(
             self._scripts["keep_alive"],
-            keys=[s.name],
+            keys=[s.stream],
             args=[s.group, self.name, *held],
             client=client,
         )
@@ -387,8 +393,8 @@ class TaskConsumer(LineUser):
         over ``client`` when given: a stop's own, with short timeouts)."""
         s, client = self.settings, client or self._client
         try:
-            pending = client.xpending_range(s.name, s.group, "-", "+", 1, consumername=self.name)
+            pending = client.xpending_range(s.stream, s.group, "-", "+", 1, consumername=self.name)
             if not pending:
-                client.xgroup_delconsumer(s.name, s.group, self.name)
+                client.xgroup_delconsumer(s.stream, s.group, self.name)
         except redis.RedisError as exc:
             logger.debug("worker %s: consumer not removed: %s", self.name, exc)

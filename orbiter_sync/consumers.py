@@ -10,10 +10,16 @@ worker is idle. A queue that fails (Redis refusing its keys, say) is skipped, so
 the others go on. A delivery is begun and settled by the consumer of the queue it
 came from (:attr:`Delivery.queue`). A worker of one queue uses its consumer
 directly.
+
+On a Redis Cluster each queue is split into shards (layout.py), one consumer each:
+one ``XREADGROUP`` cannot span the shards' slots. The shards of one queue share its
+priority, and each round a slot starts at the next of them, so that none starves and
+the slots of an idle worker wait on different shards.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -49,7 +55,12 @@ class QueueConsumers:
         if not consumers:
             raise ValueError("QueueConsumers needs at least one consumer")
         self.consumers = tuple(consumers)
-        self._by_queue = {c.settings.name: c for c in self.consumers}
+        self._by_queue = {(c.settings.name, c.settings.shard): c for c in self.consumers}
+        levels: dict[str, list[TaskConsumer]] = {}
+        for consumer in self.consumers:  # a queue's shards, in the queues' priority order
+            levels.setdefault(consumer.settings.name, []).append(consumer)
+        self._levels = list(levels.values())
+        self._turn = itertools.count()
         self._client = client
         self._stopping = stopping or threading.Event()
         self._lock = threading.Lock()
@@ -63,7 +74,7 @@ class QueueConsumers:
 
     def owner(self, delivery: Delivery) -> TaskConsumer:
         """The consumer of the queue ``delivery`` came from."""
-        return self._by_queue[delivery.queue]
+        return self._by_queue[(delivery.queue, delivery.shard)]
 
     @contextmanager
     def line(self) -> Iterator[None]:
@@ -99,9 +110,12 @@ class QueueConsumers:
     def _look(self, deadline: float) -> tuple[Delivery | None, list[Exception]]:
         """One round over the queues: a read of each, a short wait on the last."""
         failures: list[Exception] = []
-        *higher, last = self.consumers
-        for consumer in self.consumers:
-            name, now = consumer.settings.name, time.monotonic()
+        turn = next(self._turn)
+        ordered = [c for level in self._levels for c in (level[turn % len(level) :] +
+                                                         level[: turn % len(level)])]  # fmt: skip
+        last = ordered[-1]
+        for consumer in ordered:
+            name, now = consumer.settings.stream, time.monotonic()
             wait = 0.0  # take(0) is exactly one read that does not block
             if consumer is last:
                 wait = min(LOW_WAIT, max(0.0, deadline - now))
@@ -112,7 +126,7 @@ class QueueConsumers:
             except Exception as exc:  # noqa: BLE001 - one queue's trouble never stops the rest
                 failures.append(exc)
                 logger.warning("worker %s: reading queue %s failed (%s: %s)", self.name,
-                               consumer.settings.name, type(exc).__name__, exc)  # fmt: skip
+                               consumer.settings.label, type(exc).__name__, exc)  # fmt: skip
                 continue
             if delivery is not None:
                 return delivery, failures
@@ -149,7 +163,7 @@ class QueueConsumers:
                 lost += consumer.keep_alive(client=client, retry=retry)
             except Exception as exc:  # noqa: BLE001 - the next beat tries that queue again
                 logger.warning("worker %s: keeping queue %s's entries alive failed (%s: %s)",
-                               self.name, consumer.settings.name, type(exc).__name__,
+                               self.name, consumer.settings.label, type(exc).__name__,
                                exc)  # fmt: skip
         return lost
 

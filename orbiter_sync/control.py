@@ -12,13 +12,16 @@ returns.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from orbiter_sync import keys, native
+from orbiter_sync.layout import STANDALONE, KeyLayout
 from orbiter_sync.outcome import RunInterrupted, StopReason
 
 logger = logging.getLogger(__name__)
@@ -124,16 +127,23 @@ class RunTracker:
 
 
 class CancelListener:
-    """One pub/sub connection per worker on ``orbiter:cancel:*``.
+    """One pub/sub connection per worker on ``orbiter:cancel:*``; on a Redis Cluster,
+    sharded subscriptions to every shard's cancel channel, whose messages are task ids.
 
     ``on_cancel(task_id)`` is called for each cancel message. Pub/sub drops
-    messages while reconnecting, so the heartbeat also re-reads the status of
-    running tasks; this is only the fast path.
+    messages while reconnecting (or while a shard's master fails over), so the
+    heartbeat also re-reads the status of running tasks; this is only the fast path.
     """
 
-    def __init__(self, client: redis.Redis, on_cancel: Callable[[str], object]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        on_cancel: Callable[[str], object],
+        layout: KeyLayout = STANDALONE,
+    ) -> None:
         self._client = client
         self._on_cancel = on_cancel
+        self._layout = layout
         self._stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="orbiter-cancel-listener", daemon=True
@@ -153,14 +163,16 @@ class CancelListener:
         while not self._stopping.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
-                pubsub.psubscribe(keys.CANCEL_PATTERN)
+                read = self._subscribe(pubsub)
                 self.subscribed.set()
                 backoff = 0.1
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=LISTEN_TICK)
+                    message = read(timeout=LISTEN_TICK)
                     if message and message.get("type") == "pmessage":
                         channel = str(message["channel"])
                         self._on_cancel(channel[len(keys.CANCEL_CHANNEL_PREFIX) :])
+                    elif message and message.get("type") == "smessage":
+                        self._on_cancel(str(message["data"]))
             except Exception as exc:  # noqa: BLE001 - the listener outlives any error
                 logger.warning(
                     "cancel listener failed (%s: %s); reconnecting in %.1fs",
@@ -175,3 +187,11 @@ class CancelListener:
                     pubsub.close()
                 except Exception as exc:  # noqa: BLE001 - a broken connection is dropped anyway
                     logger.debug("cancel listener: closing its connection failed: %s", exc)
+
+    def _subscribe(self, pubsub: Any) -> Callable[..., Any]:
+        """Subscribe ``pubsub`` to the cancels; the function reading its next message."""
+        if not self._layout.cluster:
+            pubsub.psubscribe(keys.CANCEL_PATTERN)
+            return pubsub.get_message  # type: ignore[no-any-return]
+        pubsub.ssubscribe(*self._layout.cancel_channels())
+        return functools.partial(pubsub.get_sharded_message, ignore_subscribe_messages=True)

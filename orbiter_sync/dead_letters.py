@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from orbiter_sync import keys, lua
+from orbiter_sync import lua
 from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.events import new_event_id
 from orbiter_sync.metrics.worker import recorder
@@ -54,11 +54,11 @@ class DeadLetterWriter:
         written = self._retry.call(
             self._script,
             keys=[
-                s.name,
+                s.stream,
                 s.dead_letter_key,
                 s.task_key(task_id),
                 s.index_key,
-                keys.event_stream(task_id),
+                s.event_stream(task_id),
                 *s.counts_keys(now),
             ],
             args=[
@@ -72,7 +72,7 @@ class DeadLetterWriter:
                 task_id,
                 s.task_ttl,
                 s.event_ttl,
-                keys.event_channel(task_id),
+                s.event_channel(task_id),
                 new_event_id(),
                 DEAD_LETTER_MAXLEN,
             ],

@@ -22,3 +22,5 @@ RESULT_TTL_ENV = "ORBITER_RESULT_TTL"
 EVENTS_TTL_ENV = "ORBITER_EVENTS_TTL"
 # a worker serves its own /metrics on this port (off when unset)
 METRICS_PORT_ENV = "ORBITER_METRICS_PORT"
+# shards of every queue on a Redis Cluster (redis+cluster://), for workers and clients alike
+QUEUE_SHARDS_ENV = "ORBITER_QUEUE_SHARDS"

@@ -22,12 +22,13 @@ from typing import Any, ClassVar, Literal
 
 import redis
 
-from orbiter_sync import keys, lua
+from orbiter_sync import lua
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import TaskTimeoutError, ValidationError
 from orbiter_sync.event_fields import copied, field_names, tool_content
 from orbiter_sync.models import loads_external
 from orbiter_sync.queue import DEFAULT_EVENT_TTL
+from orbiter_sync.shards import LayoutUser
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def coerce_event(item: Any, agent_name: str = "") -> StreamEvent:
     raise ValidationError("", f"cannot turn {type(item).__name__} into an event")
 
 
-class EventPublisher(RedisUser):
+class EventPublisher(LayoutUser, RedisUser):
     """Writes a task's events to its stream (with TTL) and its pub/sub channel."""
 
     def __init__(
@@ -315,14 +316,14 @@ class EventPublisher(RedisUser):
         eid = new_event_id()
         entry_id: str = self._retry.call(
             self._publish,
-            keys=[keys.event_stream(task_id)],
-            args=[payload, self.stream_ttl_seconds, eid, keys.event_channel(task_id)],
+            keys=[self.layout.event_stream(task_id)],
+            args=[payload, self.stream_ttl_seconds, eid, self.layout.event_channel(task_id)],
         )
         logger.debug("published %s event for task %s as %s", event.type, task_id, entry_id)
         return entry_id
 
 
-class EventSubscriber(RedisUser):
+class EventSubscriber(LayoutUser, RedisUser):
     """Reads a task's events: replay what is stored, then follow new ones."""
 
     def __init__(
@@ -344,7 +345,7 @@ class EventSubscriber(RedisUser):
         ``timeout`` bounds the whole wait (``TaskTimeoutError``); ``None`` waits forever.
         Entry ids are what a browser sends back as ``Last-Event-ID`` to resume.
         """
-        stream = keys.event_stream(task_id)
+        stream = self.layout.event_stream(task_id)
         cursor = last_event_id or "0"
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -380,7 +381,8 @@ class EventSubscriber(RedisUser):
 
     def replay(self, task_id: str, from_id: str = "0") -> list[StreamEvent]:
         """The stored events from ``from_id`` (inclusive) on, without waiting."""
-        rows: Any = self._retry.call(self._client.xrange, keys.event_stream(task_id), min=from_id)
+        stream = self.layout.event_stream(task_id)
+        rows: Any = self._retry.call(self._client.xrange, stream, min=from_id)
         events = []
         for entry_id, entry in rows:
             try:

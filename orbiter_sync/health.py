@@ -26,8 +26,9 @@ from typing import Any, Literal
 import redis
 from redis.client import NEVER_DECODE
 
-from orbiter_sync import keys
 from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, connect
+from orbiter_sync.layout import WORKERS_TAG, KeyLayout
+from orbiter_sync.shards import workers_layout
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +49,18 @@ HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 _RAW: dict[str, Any] = {NEVER_DECODE: True}  # read bytes; we decode them leniently
 
 
-def _raw(target: Any, *args: Any) -> Any:
+def _raw(target: Any, *args: Any, **options: Any) -> Any:
     """A command on a client or pipeline whose reply stays bytes."""
-    return target.execute_command(*args, **_RAW)
+    return target.execute_command(*args, **_RAW, **options)
 
 
-_HEARTBEAT = keys.WORKER_PREFIX.encode()
-_RECORD = keys.WORKER_RECORD_PREFIX.encode()
+def _prefixes(client: object) -> tuple[KeyLayout, bytes, bytes]:
+    """The worker-keys layout of ``client``'s deployment, and its heartbeat and record
+    key prefixes as bytes."""
+    layout = workers_layout(client)  # type: ignore[arg-type]
+    return layout, layout.worker_prefix.encode(), layout.worker_record("").encode()
+
+
 # The heartbeat fields WorkerHealth reads; any other field goes to ``extra``.
 _KNOWN = frozenset({"worker_id", "status", "hostname", "tasks_processed", "tasks_failed",
                     "current_task_id", "running_task_ids", "concurrency", "started_at",
@@ -214,25 +220,27 @@ def prune_registry(client: redis.Redis, *, now: float | None = None) -> int:
     left alone: its record is watched and its score read again before anything goes.
     """
     cutoff = (time.time() if now is None else now) - REGISTRY_RETENTION
+    layout, _, record = _prefixes(client)
+    registry = layout.worker_registry
     try:
-        stale = _raw(client, "ZRANGEBYSCORE", keys.WORKER_REGISTRY, "-inf", repr(cutoff),
+        stale = _raw(client, "ZRANGEBYSCORE", registry, "-inf", repr(cutoff),
                      "LIMIT", 0, PRUNE_BATCH)  # fmt: skip
     except redis.ResponseError as exc:  # not a sorted set: nothing of ours to prune
-        logger.warning("cannot prune %s: %s", keys.WORKER_REGISTRY, exc)
+        logger.warning("cannot prune %s: %s", registry, exc)
         return 0
     members = [m for m in stale if isinstance(m, bytes)] if isinstance(stale, list) else []
     if not members:
         return 0
     with client.pipeline(transaction=True) as pipe:
         try:
-            pipe.watch(*(_RECORD + m for m in members))  # type: ignore[no-untyped-call]
-            scores: Any = pipe.zmscore(keys.WORKER_REGISTRY, members)  # type: ignore[arg-type]
+            pipe.watch(*(record + m for m in members))  # type: ignore[no-untyped-call]
+            scores: Any = pipe.zmscore(registry, members)  # type: ignore[arg-type]
             gone = [m for m, s in zip(members, scores, strict=True) if s is None or s <= cutoff]
             if not gone:
                 return 0
             pipe.multi()
-            pipe.zrem(keys.WORKER_REGISTRY, *gone)
-            pipe.delete(*(_RECORD + m for m in gone))
+            pipe.zrem(registry, *gone)
+            pipe.delete(*(record + m for m in gone))
             pipe.execute()
         except redis.WatchError:  # a worker beat meanwhile; the next reader prunes
             return 0
@@ -241,21 +249,26 @@ def prune_registry(client: redis.Redis, *, now: float | None = None) -> int:
 
 def _registered(client: redis.Redis) -> dict[bytes, float]:
     """Registry members (raw ids) and their last beat times."""
+    registry = _prefixes(client)[0].worker_registry
     try:
-        reply = _raw(client, "ZRANGE", keys.WORKER_REGISTRY, 0, -1, "WITHSCORES")
+        reply = _raw(client, "ZRANGE", registry, 0, -1, "WITHSCORES")
     except redis.ResponseError as exc:
-        logger.warning("cannot read %s: %s", keys.WORKER_REGISTRY, exc)
+        logger.warning("cannot read %s: %s", registry, exc)
         return {}
     return {m: _number(s) for m, s in _items(reply) if isinstance(m, bytes)}
 
 
 def _heartbeat_ids(client: redis.Redis) -> list[bytes]:
     """The raw ids of every heartbeat key."""
+    layout, heartbeat, _ = _prefixes(client)
+    # on a cluster, every heartbeat lives on the node of the workers' hash tag
+    at = {"target_nodes": client.get_node_from_key(WORKERS_TAG)} if layout.cluster else {}  # type: ignore[attr-defined]
     found: list[bytes] = []
     cursor: Any = 0
     while True:
-        cursor, batch = _raw(client, "SCAN", cursor, "MATCH", keys.WORKER_PATTERN, "COUNT", 500)
-        found += [k[len(_HEARTBEAT) :] for k in batch if isinstance(k, bytes)]
+        cursor, batch = _raw(client, "SCAN", cursor, "MATCH", heartbeat + b"*", "COUNT", 500, **at)
+        cursor = next(iter(cursor.values())) if isinstance(cursor, dict) else cursor  # by node
+        found += [k[len(heartbeat) :] for k in batch if isinstance(k, bytes)]
         if not int(cursor):
             return found
 
@@ -278,11 +291,13 @@ def get_worker_fleet_status(
         registered = {m: t for m, t in retry.call(_registered, client).items() if t > since}
         ids = list(dict.fromkeys([*registered, *retry.call(_heartbeat_ids, client)]))
 
+        _, heartbeat, record = _prefixes(client)
+
         def fetch() -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for raw in ids:
-                _raw(pipe, "HGETALL", _HEARTBEAT + raw)
-                _raw(pipe, "HGETALL", _RECORD + raw)
+                _raw(pipe, "HGETALL", heartbeat + raw)
+                _raw(pipe, "HGETALL", record + raw)
             return pipe.execute(raise_on_error=False)
 
         replies = retry.call(fetch) if ids else []
@@ -329,10 +344,11 @@ class WorkerHealthCheck:
         self._retry = retry
 
     def _read(self, client: redis.Redis) -> list[Any]:
+        layout = _prefixes(client)[0]
         pipe = client.pipeline(transaction=False)
-        _raw(pipe, "HGETALL", keys.worker_heartbeat(self.worker_id))
-        _raw(pipe, "HGETALL", keys.worker_record(self.worker_id))
-        _raw(pipe, "ZSCORE", keys.WORKER_REGISTRY, self.worker_id)
+        _raw(pipe, "HGETALL", layout.worker_heartbeat(self.worker_id))
+        _raw(pipe, "HGETALL", layout.worker_record(self.worker_id))
+        _raw(pipe, "ZSCORE", layout.worker_registry, self.worker_id)
         return pipe.execute(raise_on_error=False)
 
     def check(self) -> HealthCheckResult:

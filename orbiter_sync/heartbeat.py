@@ -35,13 +35,14 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from orbiter_sync import keys, native
+from orbiter_sync import native
 from orbiter_sync.connection import Budget
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.consumers import QueueConsumers
 from orbiter_sync.control import RunTracker
 from orbiter_sync.errors import RedisUnavailableError
 from orbiter_sync.health import REGISTRY_RETENTION, prune_registry
+from orbiter_sync.layout import STANDALONE, KeyLayout
 from orbiter_sync.models import TaskStatus
 from orbiter_sync.outcome import Outcome, StopReason
 from orbiter_sync.settings import WorkerSettings
@@ -77,8 +78,10 @@ class Heartbeat:
         stopping: threading.Event,
         stop_deadline: Callable[[], float | None],
         exit_on_overrun: bool = False,
+        layout: KeyLayout = STANDALONE,
     ) -> None:
         self.connect = connect
+        self.layout = layout
         self.exit_on_overrun = exit_on_overrun
         # A call gives up within a third of the TTL, so a hung Redis cannot hold one
         # beat past the next; at a stop, calls give up fast (the stop has a deadline).
@@ -91,7 +94,7 @@ class Heartbeat:
         self.stopping = stopping
         self.stop_deadline = stop_deadline
         self.interval = max(0.05, min(settings.heartbeat_ttl / 3, settings.visibility_timeout / 3))
-        self.key = keys.worker_heartbeat(worker_id)
+        self.key = layout.worker_heartbeat(worker_id)
         self.hostname = socket.gethostname()
         self.started_at = time.time()
         self.in_hub = native.hub_caller()  # runs are stopped where the slots run
@@ -235,11 +238,11 @@ class Heartbeat:
 
     def _register(self, pipe: Pipeline, fields: dict[str, str | int], now: float) -> None:
         """Queue the registry writes: the last fields, and the beat time in the sorted set."""
-        record = keys.worker_record(self.worker_id)
+        record, registry = self.layout.worker_record(self.worker_id), self.layout.worker_registry
         pipe.hset(record, mapping=fields)  # type: ignore[arg-type]
         pipe.expire(record, REGISTRY_RETENTION)
-        pipe.zadd(keys.WORKER_REGISTRY, {self.worker_id: now})
-        pipe.expire(keys.WORKER_REGISTRY, REGISTRY_RETENTION)
+        pipe.zadd(registry, {self.worker_id: now})
+        pipe.expire(registry, REGISTRY_RETENTION)
 
     def beat(self, client: redis.Redis, store: TaskStore) -> None:
         running = self.runs.ids()

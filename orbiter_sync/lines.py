@@ -39,7 +39,10 @@ class Line:
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
+        # A cluster client has a pool per node and follows MOVED replies: its calls go
+        # through it as they are (redis-py's Script, which also reloads on NOSCRIPT).
+        self._cluster = client if not hasattr(client, "connection_pool") else None
+        self._pool: Any = getattr(client, "connection_pool", None)
         self._connection: Any = None
         self._tuned: Any = None  # the socket given kernel-side timeouts
         # gevent's sockets wait in its hub, not in the kernel; 64-bit Linux's timeval only
@@ -47,6 +50,8 @@ class Line:
 
     def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args``, loading it first if Redis lacks it."""
+        if self._cluster is not None:
+            return script(keys=keys, args=args, client=self._cluster)
         if self._connection is None:
             try:
                 self._connection = self._pool.get_connection()

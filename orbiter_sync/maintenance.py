@@ -49,11 +49,11 @@ class RetryPromoter(QueueUser):
         s = self.settings
         moved = int(
             self._retry.call(
-                self._promote, keys=[s.delayed_key, s.name], args=[repr(time.time()), limit]
+                self._promote, keys=[s.delayed_key, s.stream], args=[repr(time.time()), limit]
             )
         )
         if moved:
-            logger.info("re-enqueued %d retries on %s", moved, s.name)
+            logger.info("re-enqueued %d retries on %s", moved, s.label)
         return moved
 
 

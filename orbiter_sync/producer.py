@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import cached_property
 
 import redis
 from redis.commands.core import Script
 
-from orbiter_sync import keys, lua
+from orbiter_sync import lua
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.events import new_event_id
 from orbiter_sync.models import TaskPayload
-from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueUser
+from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueSettings, QueueUser
+from orbiter_sync.shards import layout_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,15 @@ class TaskProducer(QueueUser):
     @property
     def queue_name(self) -> str:
         return self.settings.name
+
+    @cached_property
+    def sharded(self) -> QueueSettings:
+        """The settings in the deployment's key layout, found (and on a cluster, its shard
+        count recorded) on first use: :func:`~orbiter_sync.shards.layout_of`."""
+        given = self.settings.layout
+        layout = layout_of(self._client, given.shards if given.cluster else None, record=True,
+                           retry=self._retry)  # fmt: skip
+        return self.settings if layout == given else replace(self.settings, layout=layout)
 
     def submit(self, payload: TaskPayload, *, delay: float = 0.0) -> str:
         """Queue ``payload``: pending hash, index entry and stream entry, all or nothing,
@@ -96,10 +107,10 @@ class TaskProducer(QueueUser):
     def _submit_call(
         self, payload: TaskPayload, delay: float = 0.0
     ) -> tuple[list[str], list[str | int]]:
-        s, now = self.settings, time.time()
+        s, now = self.sharded.for_task(payload.task_id), time.time()
         due = repr(now + delay) if delay > 0 else ""
         return (
-            [s.task_key(payload.task_id), s.index_key, s.name, s.delayed_key],
+            [s.task_key(payload.task_id), s.index_key, s.stream, s.delayed_key],
             [payload.task_id, payload.to_json(), s.task_ttl, repr(now), due],
         )
 
@@ -110,7 +121,8 @@ class TaskProducer(QueueUser):
         for _ in range(2):
             pipe = self._client.pipeline(transaction=False)
             for keys_, args in calls:
-                pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+                # (a cluster pipeline refuses evalsha() by name, not the command)
+                pipe.execute_command("EVALSHA", script.sha, len(keys_), *keys_, *args)  # type: ignore[no-untyped-call]
             replies = pipe.execute(raise_on_error=False)
             errors = [reply for reply in replies if isinstance(reply, Exception)]
             queued = sum(int(reply) for reply in replies if not isinstance(reply, Exception))
@@ -130,14 +142,14 @@ class TaskProducer(QueueUser):
         a running one gets it from its worker once the run has stopped. Returns
         False for unknown, completed or failed tasks.
         """
-        s = self.settings
+        s = self.sharded.for_task(task_id)
         done = self._retry.call(
             self._cancel,
-            keys=[s.task_key(task_id), s.index_key, keys.event_stream(task_id)],
+            keys=[s.task_key(task_id), s.index_key, s.event_stream(task_id)],
             args=[
                 task_id,
-                keys.cancel_channel(task_id),
-                keys.event_channel(task_id),
+                s.layout.cancel_channel(task_id),
+                s.event_channel(task_id),
                 s.event_ttl,
                 new_event_id(),
                 repr(time.time()),

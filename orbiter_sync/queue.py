@@ -2,14 +2,16 @@
 
 A queue is a Redis stream read through one consumer group (wire keys), plus
 two keys of our own named after it: ``{queue}:delayed`` (retries waiting out
-their backoff, scored by due time) and ``{queue}:dead`` (dead letters).
+their backoff, scored by due time) and ``{queue}:dead`` (dead letters). On a Redis
+Cluster a queue is split into shards, each a stream with those keys of its own under
+the shard's hash tag (layout.py); a :class:`QueueSettings` names one shard.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -19,6 +21,7 @@ from orbiter_sync import keys
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.env import EVENTS_TTL_ENV, RESULT_TTL_ENV
 from orbiter_sync.errors import ConfigurationError
+from orbiter_sync.layout import STANDALONE, KeyLayout
 from orbiter_sync.models import TaskPayload
 
 DEFAULT_MAX_RETRIES = 3
@@ -77,6 +80,10 @@ class QueueSettings:
     event_ttl: int = DEFAULT_EVENT_TTL
     """Seconds a task's event stream lives after its last event."""
     task_prefix: str = keys.TASK_PREFIX
+    layout: KeyLayout = STANDALONE
+    """Where the keys live (standalone names, or a cluster's hash-tagged shards)."""
+    shard: int = 0
+    """The shard of the queue these settings name (0 outside cluster mode)."""
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.max_deliveries < 1 or self.visibility_timeout <= 0:
@@ -86,6 +93,37 @@ class QueueSettings:
             )
         if self.task_ttl < 1 or self.event_ttl < 1:
             raise ConfigurationError("task_ttl and event_ttl must be at least 1 second")
+        if not 0 <= self.shard < self.layout.shards:
+            raise ConfigurationError(f"shard {self.shard} is not one of {self.layout.shards}")
+
+    def for_shard(self, shard: int) -> QueueSettings:
+        """The same queue's shard ``shard``."""
+        return self if shard == self.shard else replace(self, shard=shard)
+
+    def for_task(self, task_id: str) -> QueueSettings:
+        """The shard of this queue that task ``task_id`` goes to."""
+        return self.for_shard(self.layout.shard_of(task_id))
+
+    def all_shards(self) -> list[QueueSettings]:
+        """Every shard of this queue (one, outside cluster mode)."""
+        return [self.for_shard(shard) for shard in range(self.layout.shards)]
+
+    def misplaced(self, task_id: str) -> str:
+        """Why task ``task_id`` does not belong on this shard, or "" when it does."""
+        shard = self.layout.shard_of(task_id)
+        if shard == self.shard:
+            return ""
+        return f"task id {task_id!r} belongs to shard {shard}, not {self.label}"
+
+    @property
+    def label(self) -> str:
+        """The queue's name, with its shard in cluster mode (for logs)."""
+        return f"{self.name}#{self.shard}" if self.layout.shards > 1 else self.name
+
+    @property
+    def stream(self) -> str:
+        """The stream key: the queue's name, under the shard's hash tag in cluster mode."""
+        return self.layout.stream(self.name, self.shard)
 
     @property
     def group(self) -> str:
@@ -93,18 +131,18 @@ class QueueSettings:
 
     @property
     def delayed_key(self) -> str:
-        return keys.delayed_retries(self.name)
+        return self.layout.delayed(self.name, self.shard)
 
     @property
     def dead_letter_key(self) -> str:
-        return keys.dead_letters(self.name)
+        return self.layout.dead_letters(self.name, self.shard)
 
     @property
     def counts_key(self) -> str:
-        return keys.fleet_counts(self.name)
+        return self.layout.counts(self.name, self.shard)
 
     def recent_counts_key(self, now: float) -> str:
-        return keys.recent_counts(self.name, now)
+        return self.layout.recent_counts(self.name, now, self.shard)
 
     def counts_keys(self, now: float) -> list[str]:
         """The fleet counters a script that ends a task increments: totals, this minute's."""
@@ -112,14 +150,21 @@ class QueueSettings:
 
     def task_keys(self, task_id: str) -> list[str]:
         """The keys the begin and settle scripts start with: queue, hash, index, events."""
-        return [self.name, self.task_key(task_id), self.index_key, keys.event_stream(task_id)]
+        return [self.stream, self.task_key(task_id), self.index_key, self.event_stream(task_id)]
 
     @property
     def index_key(self) -> str:
-        return keys.task_index(self.task_prefix)
+        return self.layout.task_index(self.shard, self.task_prefix)
 
     def task_key(self, task_id: str) -> str:
-        return keys.task_hash(task_id, self.task_prefix)
+        """The task's hash, under this shard's tag (its own, for a task of this shard)."""
+        return self.layout.task_hash(task_id, self.task_prefix, self.shard)
+
+    def event_stream(self, task_id: str) -> str:
+        return self.layout.event_stream(task_id, self.shard)
+
+    def event_channel(self, task_id: str) -> str:
+        return self.layout.event_channel(task_id, self.shard)
 
     def retries_of(self, asked: int | None) -> int:
         """The retries a task gets: what its payload asked for, else ``max_retries``."""
@@ -165,6 +210,8 @@ class Delivery:
     deliveries: int = 1
     queue: str = keys.DEFAULT_QUEUE
     """The queue it came from (a worker may consume several)."""
+    shard: int = 0
+    """The shard of that queue it came from (cluster mode)."""
 
     @property
     def task_id(self) -> str:
@@ -177,7 +224,7 @@ def shared_keys_problem(
     """What is wrong when a key every task of the queue shares (the queue, the task index,
     the delayed retries, the dead letters) holds the wrong type, or None."""
     s = settings
-    expected = {s.name: "stream", s.index_key: "set", s.delayed_key: "zset",
+    expected = {s.stream: "stream", s.index_key: "set", s.delayed_key: "zset",
                 s.dead_letter_key: "stream"}  # fmt: skip
 
     def read() -> list[Any]:

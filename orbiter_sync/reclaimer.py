@@ -28,7 +28,6 @@ from typing import Any, Generic, TypeVar
 
 import redis
 
-from orbiter_sync import keys
 from orbiter_sync.connection import RetryPolicy
 from orbiter_sync.metrics.worker import recorder
 from orbiter_sync.queue import QueueSettings
@@ -120,7 +119,7 @@ class Reclaimer:
         try:
             rows: Any = self._retry.call(
                 self._client.xpending_range,
-                s.name,
+                s.stream,
                 s.group,
                 min=start,
                 max="+",
@@ -140,7 +139,7 @@ class Reclaimer:
         def read() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for consumer in consumers:
-                pipe.exists(keys.worker_heartbeat(consumer))
+                pipe.exists(self.settings.layout.worker_heartbeat(consumer))
             return pipe.execute()
 
         alive = {c for c, exists in zip(consumers, self._retry.call(read), strict=True) if exists}
@@ -159,7 +158,7 @@ class Reclaimer:
         deliveries = {str(row["message_id"]): int(row["times_delivered"]) + 1 for row in rows}
         claimed: Any = self._retry.call(
             self._client.xclaim,
-            s.name,
+            s.stream,
             s.group,
             self.name,
             int(s.visibility_timeout * 1000),
@@ -168,7 +167,7 @@ class Reclaimer:
         taken = []
         for entry_id, fields in claimed or []:
             if fields is None:  # deleted from the stream while pending: nothing to run
-                self._retry.call(self._client.xack, s.name, s.group, entry_id)
+                self._retry.call(self._client.xack, s.stream, s.group, entry_id)
                 continue
             taken.append((str(entry_id), dict(fields), deliveries.get(str(entry_id), 1)))
         return taken

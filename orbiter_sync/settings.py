@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 from orbiter_sync import keys
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.executors.base import check_executor
+from orbiter_sync.layout import STANDALONE, KeyLayout
 from orbiter_sync.pools import check_pool
 from orbiter_sync.queue import (
     DEFAULT_EVENT_TTL,
@@ -24,6 +25,7 @@ from orbiter_sync.queue import (
     QueueSettings,
     exponential_backoff,
 )
+from orbiter_sync.shards import check_shards
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class WorkerSettings:
     metrics_port: int | None = None
     """Port this worker serves its Prometheus ``/metrics`` on, on every interface
     (None: no metrics, and nothing of them on the hot path)."""
+    queue_shards: int | None = None
+    """Shards of every queue on a Redis Cluster (None: ``$ORBITER_QUEUE_SHARDS``, else
+    the number recorded in Redis, else 1); the whole deployment shares one (shards.py)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_imports", tuple(self.allow_imports))
@@ -113,6 +118,7 @@ class WorkerSettings:
             raise ConfigurationError(
                 f"metrics_port must be from 1 to 65535, got {self.metrics_port}"
             )
+        check_shards(self.queue_shards)
         if self.temporal_task_queue is not None and not self.temporal_task_queue.strip():
             raise ConfigurationError("the Temporal task queue must not be empty")
 
@@ -130,9 +136,13 @@ class WorkerSettings:
         """Every queue this worker reads, highest priority first."""
         return (self.queue_name, *self.also_queues)
 
-    def queue_settings(self, name: str | None = None) -> QueueSettings:
-        """The settings of queue ``name`` (default: ``queue_name``) as this worker reads it."""
+    def queue_settings(
+        self, name: str | None = None, layout: KeyLayout = STANDALONE
+    ) -> QueueSettings:
+        """The settings of queue ``name`` (default: ``queue_name``) as this worker reads it,
+        its shard 0 in ``layout``."""
         return QueueSettings(
+            layout=layout,
             name=name or self.queue_name,
             max_retries=self.max_retries,
             max_deliveries=self.max_deliveries,
@@ -165,3 +175,4 @@ class WorkerOptions(TypedDict, total=False):
     result_ttl: int
     events_ttl: int
     metrics_port: int | None
+    queue_shards: int | None

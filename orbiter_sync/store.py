@@ -1,4 +1,5 @@
-"""Reading task state: the ``orbiter:task:{id}`` hashes and the ``orbiter:task:index`` set.
+"""Reading task state: the ``orbiter:task:{id}`` hashes and the ``orbiter:task:index`` set
+(one per shard on a Redis Cluster, each under its shard's hash tag: layout.py).
 
 The store only reads (and prunes ids of expired hashes from the index). Every
 status write is a Lua script of the producer or the consumer, and all of them
@@ -16,11 +17,12 @@ from orbiter_sync import keys
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
 from orbiter_sync.errors import ValidationError
 from orbiter_sync.models import TaskResult, TaskStatus
+from orbiter_sync.shards import LayoutUser
 
 logger = logging.getLogger(__name__)
 
 
-class TaskStore(RedisUser):
+class TaskStore(LayoutUser, RedisUser):
     """Reads task status hashes."""
 
     def __init__(
@@ -36,10 +38,15 @@ class TaskStore(RedisUser):
 
     @property
     def index_key(self) -> str:
-        return keys.task_index(self.prefix)
+        """The task index (of shard 0, on a cluster: see :meth:`index_keys`)."""
+        return self.layout.task_index(0, self.prefix)
+
+    def index_keys(self) -> list[str]:
+        """The task index of every shard."""
+        return [self.layout.task_index(shard, self.prefix) for shard in range(self.layout.shards)]
 
     def key(self, task_id: str) -> str:
-        return keys.task_hash(task_id, self.prefix)
+        return self.layout.task_hash(task_id, self.prefix)
 
     def get_status(self, task_id: str) -> TaskResult | None:
         """The task's state, or None when no hash exists (never submitted, or expired)."""
@@ -75,24 +82,26 @@ class TaskStore(RedisUser):
 
     def prune_index(self) -> int:
         """Remove ids of expired hashes from the index; returns how many went."""
-        before = self._retry.call(self._client.scard, self.index_key)
+        before = sum(int(self._retry.call(self._client.scard, k)) for k in self.index_keys())
         remaining = sum(1 for _ in self._scan())
-        return max(0, int(before) - remaining)
+        return max(0, before - remaining)
 
     def _scan(self, batch: int = 200) -> list[TaskResult]:
         results: list[TaskResult] = []
-        cursor = 0
-        while True:
-            response: Any = self._retry.call(
-                self._client.sscan, self.index_key, cursor=cursor, count=batch
-            )
-            cursor, members = response
-            if members:
-                results += self._load(list(members))
-            if cursor == 0:
-                return results
+        for index_key in self.index_keys():
+            cursor = 0
+            while True:
+                response: Any = self._retry.call(
+                    self._client.sscan, index_key, cursor=cursor, count=batch
+                )
+                cursor, members = response
+                if members:
+                    results += self._load(list(members), index_key)
+                if cursor == 0:
+                    break
+        return results
 
-    def _load(self, task_ids: list[str]) -> list[TaskResult]:
+    def _load(self, task_ids: list[str], index_key: str) -> list[TaskResult]:
         def fetch() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for task_id in task_ids:
@@ -113,8 +122,8 @@ class TaskStore(RedisUser):
             except ValidationError as exc:
                 logger.warning("task %s: unreadable status hash (%s)", task_id, exc)
         if stale:
-            self._retry.call(self._client.srem, self.index_key, *stale)
-            logger.debug("pruned %d expired task ids from %s", len(stale), self.index_key)
+            self._retry.call(self._client.srem, index_key, *stale)
+            logger.debug("pruned %d expired task ids from %s", len(stale), index_key)
         return loaded
 
 

@@ -47,6 +47,7 @@ from orbiter_sync.metrics.worker import MetricsServer, WorkerState, serve
 from orbiter_sync.outcome import StopReason
 from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
+from orbiter_sync.shards import layout_of
 from orbiter_sync.slot import Slot
 from orbiter_sync.temporal import TemporalSettings
 from orbiter_sync.urls import mask_url, resolve_redis_url
@@ -113,16 +114,18 @@ class Worker:
             temporal=TemporalSettings.from_env(task_queue=s.temporal_task_queue),
             run_activities=s.temporal_worker) if durable else {}))  # fmt: skip
         self.client = connect(self.redis_url)
+        self.layout = layout_of(self.client, s.queue_shards, record=True)
         self.stopping = threading.Event()
-        queue = s.queue_settings()
-        # several queues: each fetches only for the slots looking at it now, no prefetch,
-        # so a lower queue never hoards tasks while the slots run a higher one's
-        several = bool(s.also_queues)
+        queue = s.queue_settings(layout=self.layout)
+        # several queues (or shards): each fetches only for the slots looking at it now, no
+        # prefetch, so a lower queue never hoards tasks while the slots run a higher one's
+        several = bool(s.also_queues) or self.layout.shards > 1
         self.consumers = [
-            TaskConsumer(self.redis_url, self.worker_id, s.queue_settings(name),
-                         client=self.client, prefetch=0 if several else s.prefetch,
+            TaskConsumer(self.redis_url, self.worker_id, shard, client=self.client,
+                         prefetch=0 if several else s.prefetch,
                          slots=None if several else s.concurrency)
             for name in s.queue_names
+            for shard in s.queue_settings(name, self.layout).all_shards()
         ]  # fmt: skip
         self.consumer: TaskConsumer | QueueConsumers = (
             QueueConsumers(self.consumers, self.client, self.stopping)
@@ -200,9 +203,10 @@ class Worker:
             stopping=self.stopping,
             stop_deadline=lambda: self._stop_deadline,
             exit_on_overrun=exit_on_overrun,
+            layout=self.layout,
         )
         listener = CancelListener(
-            self.client, lambda task_id: self.runs.stop(task_id, StopReason.CANCELLED)
+            self.client, lambda task_id: self.runs.stop(task_id, StopReason.CANCELLED), self.layout
         )
         pool = make_pool(s.pool)
         switch_interval = sys.getswitchinterval()  # a stop lowers it; restored at the end
@@ -210,7 +214,7 @@ class Worker:
             heartbeat.start()
             listener.start()
             slots = {index: self._spawn(pool, index) for index in range(s.concurrency)}
-            upkeep = {c.settings.name: self._maintain(pool, c) for c in self.consumers}
+            upkeep = {c.settings.stream: self._maintain(pool, c) for c in self.consumers}
             state = _SlotState()
             # Short waits: a signal that lands on another thread only reaches its Python
             # handler when the main thread next wakes, and two signals that arrive
@@ -220,10 +224,10 @@ class Worker:
                 if not heartbeat.alive():
                     heartbeat.restart()
                 for consumer in self.consumers:
-                    if not upkeep[consumer.settings.name].alive():
+                    if not upkeep[consumer.settings.stream].alive():
                         logger.error("worker %s: queue %s's maintenance loop died; restarting it",
-                                     self.worker_id, consumer.settings.name)  # fmt: skip
-                        upkeep[consumer.settings.name] = self._maintain(pool, consumer)
+                                     self.worker_id, consumer.settings.label)  # fmt: skip
+                        upkeep[consumer.settings.stream] = self._maintain(pool, consumer)
             self._shut_down(pool)
         finally:
             # The heartbeat goes last: until it stops, its watchdog bounds the rest.
@@ -254,7 +258,7 @@ class Worker:
         # several queues: the slots' room is known to the QueueConsumers they claim through
         room = self.consumer.room if isinstance(self.consumer, QueueConsumers) else None
         maintenance = Maintenance(consumer, promoter, self.stopping, room)
-        return pool.spawn(maintenance.run, name=f"orbiter-maintenance-{consumer.settings.name}")
+        return pool.spawn(maintenance.run, name=f"orbiter-maintenance-{consumer.settings.label}")
 
     def _spawn(self, pool: Pool, index: int) -> Handle:
         slot = Slot(

@@ -18,10 +18,12 @@ import redis
 from helpers import CLI, TEST_POOL, TESTS, Spawn, wait_for
 
 from orbiter_sync.admin import QueueAdmin
+from orbiter_sync.connection import connect
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.embedded import INSTALL_HINT, EmbeddedRedis
 from orbiter_sync.events import EventPublisher, EventSubscriber
 from orbiter_sync.producer import TaskProducer
+from orbiter_sync.shards import workers_layout
 from orbiter_sync.store import TaskStore
 from orbiter_sync.testing.fake_openai import FakeOpenAI
 
@@ -128,6 +130,11 @@ _WORKER_SETTINGS_ENV = (
 )
 
 
+def _first_key(client: redis.Redis, pattern: str) -> str | None:
+    """A key matching ``pattern`` (on every master of a cluster), or None."""
+    return next(iter(client.scan_iter(match=pattern, count=1000)), None)
+
+
 @pytest.fixture
 def spawn_worker(tmp_path: Path) -> Iterator[Spawn]:
     """Start ``orbiter-sync start worker`` subprocesses; kill whatever is left at the end."""
@@ -155,10 +162,10 @@ def spawn_worker(tmp_path: Path) -> Iterator[Spawn]:
         )
         process.log_path = log.name  # type: ignore[attr-defined]
         started.append(process)
-        client = redis.Redis.from_url(url)
+        client = connect(url)
         # its own heartbeat: the id given, or the default one, which holds the pid
-        pattern = f"orbiter:workers:{worker_id or f'*-{process.pid}-*'}"
-        wait_for(lambda: process.poll() is not None or client.keys(pattern), timeout=15)
+        pattern = f"{workers_layout(client).worker_prefix}{worker_id or f'*-{process.pid}-*'}"
+        wait_for(lambda: process.poll() is not None or _first_key(client, pattern), timeout=15)
         client.close()
         assert may_die or process.poll() is None, Path(log.name).read_text()
         return process

@@ -10,9 +10,8 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
-import redis
-
 import orbiter_sync
+from orbiter_sync.connection import connect
 
 
 def echo(input: str) -> str:
@@ -57,7 +56,7 @@ def broken(input: str) -> str:
 
 def counted(input: str, metadata: dict[str, Any], task_id: str) -> str:
     """Counts its executions in Redis, to prove each task ran exactly once."""
-    client = redis.Redis.from_url(metadata["redis_url"])
+    client = connect(metadata["redis_url"])  # a cluster URL too
     client.incr(f"test:executions:{task_id}")
     client.close()
     return input
@@ -80,7 +79,7 @@ def nap(input: str) -> str:
 
 def flaky(input: str, metadata: dict[str, Any], task_id: str) -> str:
     """Fails its first ``input`` attempts, then succeeds (attempts counted in Redis)."""
-    client = redis.Redis.from_url(metadata["redis_url"])
+    client = connect(metadata["redis_url"])
     attempt = int(client.incr(f"test:attempts:{task_id}"))
     client.close()
     if attempt <= int(input):
@@ -89,7 +88,7 @@ def flaky(input: str, metadata: dict[str, Any], task_id: str) -> str:
 
 
 def _count(metadata: dict[str, Any], task_id: str) -> int:
-    client = redis.Redis.from_url(metadata["redis_url"])
+    client = connect(metadata["redis_url"])
     executions = int(client.incr(f"test:executions:{task_id}"))
     client.close()
     return executions

@@ -7,7 +7,7 @@
 -- KEYS[2] task index
 -- KEYS[3] event stream   orbiter:stream:{id}
 -- ARGV[1] task id
--- ARGV[2] cancel channel orbiter:cancel:{id}
+-- ARGV[2] cancel channel orbiter:cancel:{id}; in cluster mode the shard's, carrying the id
 -- ARGV[3] event channel  orbiter:events:{id}
 -- ARGV[4] event ttl      seconds
 -- ARGV[5] eid            de-duplication id of the terminal event
@@ -40,7 +40,11 @@ if current ~= 'cancelled' then
     redis.call('EXPIRE', task_key, math.ceil(due - tonumber(now)) + tonumber(task_ttl))
   end
 end
-redis.call('PUBLISH', cancel_channel, 'cancel')
+if string.byte(cancel_channel, 1) == 123 then  -- a cluster shard's channel: name the task
+  publish(cancel_channel, task_id)
+else
+  publish(cancel_channel, 'cancel')
+end
 if current ~= 'running' then
   end_stream(stream, event_channel, event_ttl, 'cancelled', 'cancelled before it ran', '', eid)
 end

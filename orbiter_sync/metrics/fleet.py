@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import astuple, fields
 from typing import Any
 
 import redis
@@ -34,6 +35,8 @@ from orbiter_sync.metrics.snapshot import (
     RecentCounts,
     undelivered,
 )
+from orbiter_sync.queue import QueueSettings
+from orbiter_sync.shards import layout_of, workers_layout
 from orbiter_sync.urls import resolve_redis_url
 
 logger = logging.getLogger(__name__)
@@ -61,9 +64,12 @@ def read_fleet(
         alive = [w for w in workers if w.alive]
         named = [*(queues or [keys.DEFAULT_QUEUE]), *_queues_read(client, retry, alive)]
         wanted = [q for q in dict.fromkeys(named) if _queue_name(q)]
-        now = time.time()
+        now, layout = time.time(), layout_of(client, retry=retry)
         return FleetSnapshot(
-            queues=tuple(_read_queue(client, retry, q, now) for q in wanted[:MAX_QUEUES]),
+            queues=tuple(
+                _read_queue(client, retry, QueueSettings(q, layout=layout), now)
+                for q in wanted[:MAX_QUEUES]
+            ),  # fmt: skip
             workers_alive=len(alive),
             workers_stopped=sum(1 for w in workers if not w.alive and w.status == "stopped"),
             workers_dead=sum(1 for w in workers if not w.alive and w.status != "stopped"),
@@ -83,7 +89,7 @@ def _queues_read(client: redis.Redis, retry: RetryPolicy, alive: Sequence[Any]) 
     def read() -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for worker in alive[:MAX_QUEUES]:
-            pipe.hget(keys.worker_heartbeat(worker.worker_id), "queues")
+            pipe.hget(workers_layout(client).worker_heartbeat(worker.worker_id), "queues")
         return pipe.execute(raise_on_error=False)
 
     found: list[str] = []
@@ -97,27 +103,50 @@ def _queue_name(name: str) -> bool:
     return 0 < len(name) <= MAX_QUEUE_NAME and name.isprintable()
 
 
-def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float) -> QueueSnapshot:
-    recent_keys = [
-        keys.recent_counts(queue, now - i * keys.COUNTS_BUCKET) for i in range(RECENT_BUCKETS)
-    ]
+def _read_queue(
+    client: redis.Redis, retry: RetryPolicy, queue: QueueSettings, now: float
+) -> QueueSnapshot:
+    """One queue: its shards' snapshots added up (ages: the oldest)."""
+    parts = [_read_shard(client, retry, shard, now) for shard in queue.all_shards()]
+    if len(parts) == 1:
+        return parts[0]
+    summed: dict[str, Any] = {}
+    for f in fields(QueueSnapshot):
+        values = [getattr(part, f.name) for part in parts]
+        if f.name == "queue":
+            summed[f.name] = queue.name
+        elif f.name == "recent":
+            rows = [astuple(r) for r in values]
+            summed[f.name] = RecentCounts(*(sum(v) for v in zip(*rows, strict=True)))
+        elif f.name.endswith("_age"):
+            summed[f.name] = max((v for v in values if v is not None), default=None)
+        else:
+            summed[f.name] = sum(values)
+    return QueueSnapshot(**summed)
+
+
+def _read_shard(
+    client: redis.Redis, retry: RetryPolicy, s: QueueSettings, now: float
+) -> QueueSnapshot:
+    queue = s.stream
+    recent_keys = [s.recent_counts_key(now - i * keys.COUNTS_BUCKET) for i in range(RECENT_BUCKETS)]
 
     def read() -> list[Any]:
         pipe = client.pipeline(transaction=False)
         pipe.xlen(queue)
-        pipe.xlen(keys.dead_letters(queue))
-        pipe.zcard(keys.delayed_retries(queue))
-        pipe.zcount(keys.delayed_retries(queue), "-inf", now + DUE_SOON)
-        pipe.hgetall(keys.fleet_counts(queue))
+        pipe.xlen(s.dead_letter_key)
+        pipe.zcard(s.delayed_key)
+        pipe.zcount(s.delayed_key, "-inf", now + DUE_SOON)
+        pipe.hgetall(s.counts_key)
         for key in recent_keys:
             pipe.hgetall(key)
         pipe.xinfo_groups(queue)
-        pipe.xpending(queue, keys.consumer_group(queue))
+        pipe.xpending(queue, s.group)
         return pipe.execute(raise_on_error=False)
 
     length, dead, delayed, due_soon, totals, *rest = retry.call(read)
     recent, (groups, pending_summary) = rest[:-2], rest[-2:]
-    group = _group(groups, keys.consumer_group(queue))
+    group = _group(groups, s.group)
     pending = _count(group.get("pending"))
     lag = group.get("lag")
     waiting = undelivered(_count(length), pending, None if lag is None else _count(lag))
@@ -127,11 +156,11 @@ def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float)
     oldest_waiting = None
     if waiting:
         last = group.get("last-delivered-id")
-        oldest_waiting = _oldest_waiting_age(client, retry, queue, last, now)
+        oldest_waiting = _oldest_waiting_age(client, retry, s, last, now)
     totals = _counts(totals)
     window = [_counts(b) for b in recent]
     return QueueSnapshot(
-        queue=queue,
+        queue=s.name,
         length=_count(length),
         pending=pending,
         waiting=waiting,
@@ -150,14 +179,14 @@ def _read_queue(client: redis.Redis, retry: RetryPolicy, queue: str, now: float)
 
 
 def _oldest_waiting_age(
-    client: redis.Redis, retry: RetryPolicy, queue: str, last: object, now: float
+    client: redis.Redis, retry: RetryPolicy, s: QueueSettings, last: object, now: float
 ) -> float | None:
     """Seconds the oldest undelivered task has waited: since its payload's
     ``created_at`` (or its hash's ``due_at``, when it was submitted with a delay); for a
     task that ran before (a retry, or one handed back by a stopping worker), since its
     entry was queued again; when nothing can be read, since its entry was queued."""
     start = f"({_text(last)}" if last and _text(last) != "0-0" else "-"
-    entries: Any = retry.call(client.xrange, queue, start, "+", 1)
+    entries: Any = retry.call(client.xrange, s.stream, start, "+", 1)
     if not entries:
         return None
     entry_id, fields = entries[0]
@@ -168,7 +197,7 @@ def _oldest_waiting_age(
     if task_id:
         try:
             due, started, retries = retry.call(
-                client.hmget, keys.task_hash(task_id), "due_at", "started_at", "retries"
+                client.hmget, s.task_key(task_id), "due_at", "started_at", "retries"
             )
         except redis.ResponseError:  # a task key someone broke: its payload's time
             due = started = retries = None

@@ -295,9 +295,9 @@ class _Collector:
                 self._client = connect(self.state.redis_url, budget=SCRAPE_BUDGET)
             pipe = self._client.pipeline(transaction=False)
             for q in self.state.queues:
-                pipe.xlen(q.name)
+                pipe.xlen(q.stream)
                 pipe.zcount(q.delayed_key, "-inf", time.time() + DUE_SOON)
-                pipe.xinfo_groups(q.name)
+                pipe.xinfo_groups(q.stream)
             replies = pipe.execute(raise_on_error=False)
         except (redis.RedisError, OSError) as exc:
             if not self._failing:
@@ -305,7 +305,7 @@ class _Collector:
             self._failing = True
             return {}
         self._failing = False
-        depths = {}
+        depths: dict[str, int] = {}
         for index, q in enumerate(self.state.queues):
             length, delayed, groups = replies[3 * index : 3 * index + 3]
             if isinstance(length, Exception) or isinstance(delayed, Exception):
@@ -315,7 +315,7 @@ class _Collector:
             lag = group.get("lag")
             pending = int(group.get("pending") or 0)
             waiting = undelivered(int(length), pending, None if lag is None else int(lag))
-            depths[q.name] = waiting + int(delayed)
+            depths[q.name] = depths.get(q.name, 0) + waiting + int(delayed)  # its shards'
         return depths
 
     def close(self) -> None:

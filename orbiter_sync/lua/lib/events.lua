@@ -21,10 +21,19 @@ local function last_event_is_terminal(stream)
   return false
 end
 
+-- A channel that starts with a hash tag is a Redis Cluster shard channel (layout.py):
+-- published with SPUBLISH, which stays on the shard's master instead of every node.
+local function publish(channel, message)
+  if string.byte(channel, 1) == 123 then  -- '{'
+    return redis.call('SPUBLISH', channel, message)
+  end
+  return redis.call('PUBLISH', channel, message)
+end
+
 local function append_event(stream, channel, ttl, event, eid)
   local id = redis.call('XADD', stream, '*', 'event', event, 'eid', eid)
   redis.call('EXPIRE', stream, ttl)
-  redis.call('PUBLISH', channel, event)
+  publish(channel, event)
   return id
 end
 
