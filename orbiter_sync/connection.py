@@ -1,14 +1,24 @@
 """Connections: clients and their pools, time budgets, and the retry policy.
 
 URLs are urls.py's: ``redis://``, ``rediss://`` (TLS; add ``?ssl_cert_reqs=none``, or set
-``ORBITER_REDIS_SSL_CERT_REQS=none``, for Heroku's self-signed certificates), ``unix://`` and
-``redis+sentinel://``.
+``ORBITER_REDIS_SSL_CERT_REQS=none``, for Heroku's self-signed certificates), ``unix://``,
+``redis+sentinel://`` and ``redis+cluster://`` (a :class:`~redis.cluster.RedisCluster`, see
+cluster_client.py, typed as the :class:`redis.Redis` whose commands it has).
 
 Every long-lived object owns one :class:`redis.Redis` client, and so one thread-safe connection
-pool. The pool is unbounded, so a slot blocked in ``XREADGROUP`` holds its own connection and
-never starves the heartbeat or the publisher of one. redis-py's own retry is switched off:
-:class:`RetryPolicy` (tenacity) is the single place where dropped connections are retried.
-Short-lived callers (the CLI) bound each call with a :class:`Budget`.
+pool (per node, in a cluster). The pool is unbounded, so a slot blocked in ``XREADGROUP`` holds
+its own connection and never starves the heartbeat or the publisher of one. redis-py's own retry
+is switched off: :class:`RetryPolicy` (tenacity) is the single place where dropped connections
+are retried. Short-lived callers (the CLI) bound each call with a :class:`Budget`.
+
+In a cluster too, the client's ``retry`` allows no retry: redis-py's cluster client would
+repeat a failed command at once, with no backoff, each try lasting up to a socket timeout, so
+a :class:`Budget` could not bound a call. That costs no failover: on a ConnectionError or a
+TimeoutError (on CLUSTERDOWN, a quarter second later) the client reloads the cluster's layout
+before it raises, whatever its retry says, so RetryPolicy's next attempt, after its backoff,
+goes to the replica promoted meanwhile. What it raises while a master is replaced (refused
+connections, CLUSTERDOWN, "TTL exhausted", no node reachable or slots uncovered when it
+reloads the layout) is transient; keys of several slots (CROSSSLOT) are raised at once.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from typing import Any, TypeVar
 import redis
 import tenacity
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 from redis.utils import HIREDIS_AVAILABLE
@@ -37,15 +49,21 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
+from orbiter_sync.cluster_client import connect_cluster
 from orbiter_sync.env import CERT_REQS_ENV
 from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
-from orbiter_sync.urls import bad_url, parse_sentinel_url, resolve_redis_url
+from orbiter_sync.urls import (
+    CERT_REQS,
+    bad_url,
+    is_cluster_url,
+    parse_sentinel_url,
+    resolve_redis_url,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_CERT_REQS = ("none", "optional", "required")
 UNBOUNDED_POOL = 2**31 - 1
 
 
@@ -83,6 +101,8 @@ def connect(
             options.setdefault("ssl_cert_reqs", cert_reqs)
     if url.lower().startswith("unix://"):
         options.pop("socket_keepalive")  # not a TCP socket
+    if is_cluster_url(url):
+        return connect_cluster(url, options)
     if "+sentinel://" in url.lower():
         parsed = parse_sentinel_url(url)
         timeout = options["socket_connect_timeout"]
@@ -141,9 +161,14 @@ def _cert_reqs_from_env() -> str | None:
     value = os.environ.get(CERT_REQS_ENV, "").strip().lower()
     if not value:
         return None
-    if value not in _CERT_REQS:
-        raise ConfigurationError(f"{CERT_REQS_ENV}={value!r} is not one of {', '.join(_CERT_REQS)}")
+    if value not in CERT_REQS:
+        raise ConfigurationError(f"{CERT_REQS_ENV}={value!r} is not one of {', '.join(CERT_REQS)}")
     return value
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    """True for a Redis Cluster's client (``connect()`` of a ``redis+cluster://`` URL)."""
+    return isinstance(client, RedisCluster)
 
 
 _shared: dict[str, redis.Redis] = {}
@@ -193,8 +218,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.MasterDownError,
     redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
+    redis.exceptions.ClusterError,  # CLUSTERDOWN; "TTL exhausted" by redirects mid-resharding
 )
+# redis-py's cluster client raises RedisClusterException, not a RedisError, when it cannot
+# find who serves a slot: a master being replaced, or every node it knows unreachable.
+TRANSIENT_CLUSTER_ERRORS = (
+    "Redis Cluster cannot be connected",  # transient if its cause is (not a wrong password)
+    "All slots are not covered",
+    "startup_nodes could not agree",
+)
+REDIS_FAILURES = (redis.RedisError, RedisClusterException)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -207,6 +240,10 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, redis.exceptions.ResponseError):
         return str(exc).split(" ", 1)[0] in TRANSIENT_REPLIES
+    if isinstance(exc, redis.exceptions.SlotNotCoveredError):
+        return True
+    if isinstance(exc, RedisClusterException) and str(exc).startswith(TRANSIENT_CLUSTER_ERRORS):
+        return exc.__cause__ is None or is_transient(exc.__cause__)
     return False
 
 
@@ -248,7 +285,7 @@ class RetryPolicy:
         started = time.monotonic()
         try:
             return fn(*args, **kwargs)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             if not is_transient(exc):
                 raise
             first: BaseException | None = exc
@@ -262,10 +299,11 @@ class RetryPolicy:
 
         try:
             return self._retrying.copy(stop=self._stop_since(started))(attempt)
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             if not is_transient(exc):
                 raise
-            what = "unreachable" if isinstance(exc, RETRYABLE_ERRORS) else "refusing"
+            unreachable = isinstance(exc, (*RETRYABLE_ERRORS, RedisClusterException))
+            what = "unreachable" if unreachable else "refusing"
             raise RedisUnavailableError(
                 f"Redis {what} after retrying for {self.deadline:g}s: {exc}"
             ) from exc

@@ -1,9 +1,11 @@
-"""Redis URLs: which one to use, parsing sentinel URLs, and hiding their secrets.
+"""Redis URLs: which one to use, parsing sentinel and cluster URLs, and hiding their secrets.
 
-Supported: ``redis://``, ``rediss://`` (TLS), ``unix://`` and
+Supported: ``redis://``, ``rediss://`` (TLS), ``unix://``,
 ``redis+sentinel://[:password@]host1:port1,host2:port2/mastername[/db]``
 (``rediss+sentinel://`` for TLS to the master; ``?sentinel_password=`` when the
-sentinels themselves require one). No password, in any form a URL can carry it,
+sentinels themselves require one) and ``redis+cluster://[[user]:password@]host1:port1,host2:port2``
+(``rediss+cluster://`` for TLS, with ``?ssl_cert_reqs=``; any one reachable node is enough,
+the client finds the others). No password, in any form a URL can carry it,
 reaches a log line, a banner or an error: :func:`mask_url` hides them and
 :func:`url_secrets` lists them for scrubbing.
 """
@@ -20,8 +22,11 @@ from orbiter_sync.env import HEROKU_URL_ENV, URL_ENV
 from orbiter_sync.errors import ConfigurationError
 
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_PORT = 6379
+CERT_REQS = ("none", "optional", "required")  # what ssl_cert_reqs may say
 
-_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", *_CLUSTER_SCHEMES)
 _SECRET_KEY = re.compile(r"pass|pwd|token|secret|auth|credential", re.I)
 # A query item starts after any ?, & or ; (zero-width, so items inside values count too).
 _QUERY_ITEM = re.compile(r"(?:^|(?<=[?&;]))(?=([^?&;=]*)=([^&;]*))")
@@ -41,10 +46,16 @@ def resolve_redis_url(url: str | None = None, env: Mapping[str, str] | None = No
     scheme = chosen.split("://", 1)[0].lower() if "://" in chosen else ""
     if scheme not in _SCHEMES:
         raise ConfigurationError(
-            f"unsupported Redis URL {mask_url(chosen)!r}: use redis://, rediss://, unix:// "
-            "or redis+sentinel://host1:port1,host2:port2/mastername[/db]"
+            f"unsupported Redis URL {mask_url(chosen)!r}: use redis://, rediss://, unix://, "
+            "redis+sentinel://host1:port1,host2:port2/mastername[/db] "
+            "or redis+cluster://host1:port1,host2:port2"
         )
     return chosen
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` and ``rediss+cluster://`` URLs."""
+    return url.partition("://")[0].lower() in _CLUSTER_SCHEMES
 
 
 def mask_url(url: str) -> str:
@@ -73,7 +84,8 @@ def url_secrets(url: str) -> list[str]:
 
 def _userinfo_at(url: str, start: int) -> int:
     """Where the user info (after ``://``, at ``start``) ends: the last ``@`` before a host
-    part (for sentinel URLs, one followed by a path), or -1."""
+    part (for sentinel URLs, one followed by a path; a cluster URL's comma-separated hosts
+    are one host part), or -1."""
     host = _SENTINEL_HOST if "+sentinel://" in url[:start].lower() else _HOST
     at = url.rfind("@", start)
     while at >= start and not host.match(url, at + 1):
@@ -115,20 +127,41 @@ class SentinelURL:
     ssl: bool = False
 
 
-def parse_sentinel_url(url: str) -> SentinelURL:
-    """Parse ``redis+sentinel://[[user]:password@]h1:p1,h2:p2/mastername[/db]``."""
+def _split(url: str) -> tuple[str, str, str, str, str]:
+    """A sentinel or cluster URL's scheme, user info, comma-separated hosts, path and query.
+    The user info runs to the last ``@`` before the hosts: a password may hold ? # / @."""
     scheme, _, rest = url.partition("://")
-    at = _userinfo_at(url, len(scheme) + 3) - len(scheme) - 3  # a password may hold ?/#@
+    at = _userinfo_at(url, len(scheme) + 3) - len(scheme) - 3
     userinfo, hostpart = (rest[:at], rest[at + 1 :]) if at >= 0 else ("", rest)
     hostpart, _, query = hostpart.partition("?")
     netloc, _, path = hostpart.partition("#")[0].partition("/")
-    hosts: list[tuple[str, int]] = []
+    return scheme.lower(), userinfo, netloc, path, query
+
+
+def _addresses(url: str, netloc: str, default_port: int, what: str) -> tuple[tuple[str, int], ...]:
+    """The ``host``, ``host:port`` or ``[v6]:port`` items of ``netloc``, comma-separated."""
+    hosts = []
     for item in filter(None, netloc.split(",")):
-        host, colon, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        if item.startswith("["):
+            host, _, port = item[1:].partition("]")
+            port = port.removeprefix(":") if port else str(default_port)
+        else:
+            host, colon, port = item.partition(":") if item.count(":") == 1 else (item, "", "")
+            port = port if colon else str(default_port)
         try:
-            hosts.append((host or item, int(port) if colon else DEFAULT_SENTINEL_PORT))
+            number = int(port)
         except ValueError:
-            raise ConfigurationError(f"bad sentinel address in {mask_url(url)!r}") from None
+            number = 0
+        if not host or not 0 < number < 65536:
+            raise ConfigurationError(f"bad {what} address in {mask_url(url)!r}")
+        hosts.append((host, number))
+    return tuple(hosts)
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse ``redis+sentinel://[[user]:password@]h1:p1,h2:p2/mastername[/db]``."""
+    scheme, userinfo, netloc, path, query = _split(url)
+    hosts = _addresses(url, netloc, DEFAULT_SENTINEL_PORT, "sentinel")
     parts = [p for p in path.split("/") if p]
     if not hosts or not parts or len(parts) > 2:
         raise ConfigurationError(
@@ -141,13 +174,59 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         raise ConfigurationError(f"bad database number in {mask_url(url)!r}") from None
     user, _, password = userinfo.partition(":")
     return SentinelURL(
-        hosts=tuple(hosts),
+        hosts=hosts,
         master=unquote(parts[0]),
         db=db,
         username=unquote(user) or None,
         password=unquote(password) or None,
         sentinel_password=(parse_qs(query).get("sentinel_password") or [""])[0] or None,
-        ssl=scheme.lower().startswith("rediss"),
+        ssl=scheme.startswith("rediss"),
+    )
+
+
+@dataclass(frozen=True)
+class ClusterURL:
+    """The parts of a ``redis+cluster://`` URL: the nodes to ask for the cluster's layout."""
+
+    hosts: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    ssl_cert_reqs: str | None = None  # none, optional or required; None: as connect() says
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Parse ``redis+cluster://[[user]:password@]h1:p1,h2:p2[/0][?ssl_cert_reqs=none]``.
+
+    Ports default to 6379. A cluster has database 0 only, so no other is accepted, and
+    ``ssl_cert_reqs`` is the one query option."""
+    scheme, userinfo, netloc, path, query = _split(url)
+    hosts = _addresses(url, netloc, DEFAULT_PORT, "cluster node")
+    if not hosts:
+        raise ConfigurationError(
+            f"bad cluster URL {mask_url(url)!r}: expected redis+cluster://host1:port1,host2:port2"
+        )
+    if path.strip("/") not in ("", "0"):
+        raise ConfigurationError(
+            f"bad cluster URL {mask_url(url)!r}: a cluster has database 0 only"
+        )
+    options = parse_qs(query, keep_blank_values=True)
+    if set(options) - {"ssl_cert_reqs"}:
+        raise ConfigurationError(
+            f"bad cluster URL {mask_url(url)!r}: ssl_cert_reqs is its only query option"
+        )
+    cert_reqs = options.get("ssl_cert_reqs", [None])[-1]
+    if cert_reqs is not None and cert_reqs.lower() not in CERT_REQS:
+        raise ConfigurationError(
+            f"bad cluster URL {mask_url(url)!r}: ssl_cert_reqs is one of {', '.join(CERT_REQS)}"
+        )
+    user, _, password = userinfo.partition(":")
+    return ClusterURL(
+        hosts=hosts,
+        username=unquote(user) or None,
+        password=unquote(password) or None,
+        ssl=scheme.startswith("rediss"),
+        ssl_cert_reqs=cert_reqs and cert_reqs.lower(),
     )
 
 

@@ -64,6 +64,13 @@ from orbiter_sync.urls import mask_url, parse_sentinel_url, resolve_redis_url, u
         ("redis://host?password=a#b", "redis://host?password=***"),
         ("redis://:@host", "redis://:@host"),
         ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+        # cluster URLs: every node in the host part, the password before them
+        ("redis+cluster://h1:7000,h2:7001", "redis+cluster://h1:7000,h2:7001"),
+        ("redis+cluster://:p@w/x@h1:7000,h2:7001/0", "redis+cluster://:***@h1:7000,h2:7001/0"),
+        (
+            "rediss+cluster://u:p?w#x@h1,h2?ssl_cert_reqs=none",
+            "rediss+cluster://u:***@h1,h2?ssl_cert_reqs=none",
+        ),
     ],
 )
 def test_mask_url_hides_passwords(url: str, masked: str) -> None:
@@ -78,7 +85,9 @@ USER_INFO_URLS = ["redis://:{pw}@127.0.0.1:6379/0", "redis://user:{pw}@cache.exa
                   "rediss://default:{pw}@host:25061?ssl_cert_reqs=none", "redis://:{pw}@host",
                   "unix://:{pw}@/tmp/redis.sock?db=1",
                   "redis+sentinel://:{pw}@s1:26379,s2:26379/mymaster/2",
-                  "rediss+sentinel://u:{pw}@s1,s2/mymaster?sentinel_password=s-{pw}"]  # fmt: skip
+                  "rediss+sentinel://u:{pw}@s1,s2/mymaster?sentinel_password=s-{pw}",
+                  "redis+cluster://:{pw}@10.0.0.1:7000,10.0.0.2:7001",
+                  "rediss+cluster://u:{pw}@h1,h2:7001/0?ssl_cert_reqs=none"]  # fmt: skip
 QUERY_URLS = ["redis://host:6379/0?password={pw}", "redis://host/0?db=1&sentinel_password={pw}&x=1",
               "unix:///tmp/redis.sock?password={pw}", "password={pw}"]  # fmt: skip
 
@@ -137,6 +146,7 @@ def test_unknown_scheme_is_refused_without_showing_the_password() -> None:
     with pytest.raises(ConfigurationError) as info:
         resolve_redis_url("http://:topsecret@host", {})
     assert "topsecret" not in str(info.value) and "redis+sentinel://" in str(info.value)
+    assert "redis+cluster://" in str(info.value)
 
 
 def test_sentinel_url_parts() -> None:
@@ -253,6 +263,8 @@ def test_the_cli_never_shows_a_password_of_any_shape() -> None:
         "Mn9?Op0": f"redis+sentinel://:Mn9?Op0@127.0.0.1:{port},127.0.0.1:{port}/mymaster",
         "Qr1?St2": f"redis://127.0.0.1:{port}/0?password=Qr1?St2",
         "Uv3/Wx4": f"rediss://default:Uv3/Wx4@127.0.0.1:{port}/0",
+        # refused for its /3 (the live and dead paths: test_cluster_connection.py)
+        "Gh1/Jk2@Lm3": f"redis+cluster://:Gh1/Jk2@Lm3@127.0.0.1:{port},127.0.0.1:{port}/3",
     }
     env = {"PATH": str(Path(CLI).parent) + ":/usr/bin:/bin", "HOME": "/tmp"}
     # When `worker list` and `start worker` run on each (all at once: each waits on Redis)
