@@ -56,6 +56,7 @@ class TaskConsumer(LineUser):
         retry: RetryPolicy = DEFAULT_RETRY,
         prefetch: int = 0,
         slots: int | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.name = name
         self.settings = settings or QueueSettings()
@@ -63,8 +64,9 @@ class TaskConsumer(LineUser):
         self._lock = native.Lock()  # the heartbeat's OS thread reads what is in flight
         self._in_flight: dict[str, Delivery] = {}  # by entry id: claimed, not yet settled
         self._started: set[str] = set()  # entry ids of those begun
-        self._group_ready = False
-        self._inbox = Inbox(self._read_new, prefetch, slots)
+        self.group_ready = False
+        # a queue's shards share one inbox, which reads them all (shard_claim.py)
+        self.inbox = inbox if inbox is not None else Inbox(self.read_new, prefetch, slots)
         running = StatusEvent(status="running", message=f"running on {name}")
         # the same for every task it begins, but the attempt number begin.lua appends
         self._running_event = running.to_json()[:-1] + ',"attempt":'
@@ -86,7 +88,7 @@ class TaskConsumer(LineUser):
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        self._group_ready = True
+        self.group_ready = True
 
     def claim(self, *, timeout: float = 5.0) -> Delivery | None:
         """The next task, waiting up to ``timeout`` seconds; None if none came.
@@ -98,31 +100,31 @@ class TaskConsumer(LineUser):
         here: the worker's maintenance loop does that on its own schedule
         (maintenance.py), handing what it takes over to :meth:`offer`.
         """
-        return self._inbox.take(timeout)
+        return self.inbox.take(timeout)
 
-    def _read_new(self, count: int, deadline: float) -> list[Delivery]:
+    def read_new(self, count: int, deadline: float) -> list[Delivery]:
         """Read up to ``count`` new entries in one call, blocking until ``deadline`` at most."""
-        if not self._group_ready:
+        if not self.group_ready:
             self.ensure_group()
         block_ms = math.ceil(min(max(deadline - time.monotonic(), 0.0), 2.0) * 1000)
         try:
-            response: Any = self._retry.call(
-                self._client.xreadgroup,
-                self.settings.group,
-                self.name,
-                {self.settings.stream: ">"},
-                count=count,
-                block=block_ms or None,
-            )
+            response: Any = self._retry.call(self._client.xreadgroup, self.settings.group,
+                                             self.name, {self.settings.stream: ">"}, count=count,
+                                             block=block_ms or None)  # fmt: skip
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            logger.warning(
-                "consumer group %s vanished (Redis restarted?); recreating", self.settings.group
-            )
-            self._group_ready = False
+            response = exc
+        return self.accept_reply(response)
+
+    def accept_reply(self, reply: Any) -> list[Delivery]:
+        """The deliveries of an ``XREADGROUP`` reply; after NOGROUP (Redis restarted?) none,
+        and the group is made again at the next read. Any other error reply is raised."""
+        if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
+            logger.warning("consumer group %s vanished; recreating", self.settings.group)
+            self.group_ready = False
             return []
-        entries = [entry for _stream, batch in response or () for entry in batch]
+        if isinstance(reply, Exception):
+            raise reply
+        entries = [entry for _stream, batch in reply or () for entry in batch]
         return self._accept_all([(entry_id, fields, 1) for entry_id, fields in entries])
 
     def _accept_all(self, entries: list[tuple[str, dict[str, str], int]]) -> list[Delivery]:
@@ -146,21 +148,24 @@ class TaskConsumer(LineUser):
     def offer(self, deliveries: list[Delivery]) -> None:
         """Queue deliveries claimed outside :meth:`claim` (taken over from dead workers)
         for the next slots that claim."""
-        self._inbox.offer(deliveries)
+        self.inbox.offer(deliveries)
 
     def release_waiting(self) -> None:
         """Put back on the queue what was claimed for slots that stop without taking it."""
-        for delivery in self._inbox.drain():
-            try:
-                self.settle(delivery, Outcome.released("worker stopped before it started"))
-            except Exception as exc:  # noqa: BLE001 - reclaimed once this worker is gone
-                self.abandon(delivery)
-                logger.error("worker %s: task %s not released: %s", self.name,
-                             delivery.task_id, exc)  # fmt: skip
+        for delivery in self.inbox.drain():
+            self.release(delivery)
+
+    def release(self, delivery: Delivery) -> None:
+        """Put back on the queue a delivery of this consumer that never started."""
+        try:
+            self.settle(delivery, Outcome.released("worker stopped before it started"))
+        except Exception as exc:  # noqa: BLE001 - reclaimed once this worker is gone
+            self.abandon(delivery)
+            logger.error("worker %s: task %s not released: %s", self.name, delivery.task_id, exc)
 
     def room(self) -> int:
         """How many more deliveries this worker's slots could take now (at least 0)."""
-        return max(0, self._inbox.room())
+        return max(0, self.inbox.room())
 
     def reclaim(self, *, count: int = 10, max_scan: int = 10) -> list[Delivery]:
         """Take over up to ``count`` entries of dead workers, idle past the visibility
@@ -242,19 +247,9 @@ class TaskConsumer(LineUser):
         verdict, status, attempt = self._run_script(
             self._scripts["begin"],
             [*s.task_keys(task_id), *s.counts_keys(now)],
-            [
-                s.group,
-                self.name,
-                delivery.entry_id,
-                task_id,
-                repr(now),
-                s.task_ttl,
-                s.event_channel(task_id),
-                s.event_ttl,
-                new_event_id(),
-                self._running_event,
-            ],
-        )
+            [s.group, self.name, delivery.entry_id, task_id, repr(now), s.task_ttl,
+             s.event_channel(task_id), s.event_ttl, new_event_id(), self._running_event],
+        )  # fmt: skip
         return str(verdict), str(status), int(attempt or 0)
 
     def settle(
@@ -321,7 +316,7 @@ class TaskConsumer(LineUser):
             retry,
         )
         self._forget(delivery.entry_id)
-        self._inbox.finished()
+        self.inbox.finished()
         return Settled(verdict, TaskStatus.parse(status))
 
     def abandon(self, delivery: Delivery) -> None:

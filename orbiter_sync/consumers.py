@@ -11,15 +11,14 @@ the others go on. A delivery is begun and settled by the consumer of the queue i
 came from (:attr:`Delivery.queue`). A worker of one queue uses its consumer
 directly.
 
-On a Redis Cluster each queue is split into shards (layout.py), one consumer each:
-one ``XREADGROUP`` cannot span the shards' slots. The shards of one queue share its
-priority, and each round a slot starts at the next of them, so that none starves and
-the slots of an idle worker wait on different shards.
+On a Redis Cluster each queue is split into shards (layout.py), one consumer each,
+and a queue's shards share one inbox that reads them all (shard_claim.py): a slot
+claims through the first of them, and each delivery goes back to its own shard's
+consumer (:attr:`Delivery.shard`).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -56,11 +55,10 @@ class QueueConsumers:
             raise ValueError("QueueConsumers needs at least one consumer")
         self.consumers = tuple(consumers)
         self._by_queue = {(c.settings.name, c.settings.shard): c for c in self.consumers}
-        levels: dict[str, list[TaskConsumer]] = {}
-        for consumer in self.consumers:  # a queue's shards, in the queues' priority order
-            levels.setdefault(consumer.settings.name, []).append(consumer)
-        self._levels = list(levels.values())
-        self._turn = itertools.count()
+        readers: dict[str, TaskConsumer] = {}  # a queue's first shard, whose inbox all share
+        for consumer in self.consumers:
+            readers.setdefault(consumer.settings.name, consumer)
+        self._readers = tuple(readers.values())  # highest priority first
         self._client = client
         self._stopping = stopping or threading.Event()
         self._lock = threading.Lock()
@@ -99,7 +97,7 @@ class QueueConsumers:
                 delivery, failures = self._look(deadline)
                 if delivery is not None:
                     return delivery
-                if len(failures) == len(self.consumers):
+                if len(failures) == len(self._readers):
                     raise failures[0]
                 if time.monotonic() >= deadline or self._stopping.is_set():
                     return None
@@ -110,15 +108,13 @@ class QueueConsumers:
     def _look(self, deadline: float) -> tuple[Delivery | None, list[Exception]]:
         """One round over the queues: a read of each, a short wait on the last."""
         failures: list[Exception] = []
-        turn = next(self._turn)
-        ordered = [c for level in self._levels for c in (level[turn % len(level) :] +
-                                                         level[: turn % len(level)])]  # fmt: skip
-        last = ordered[-1]
-        for consumer in ordered:
-            name, now = consumer.settings.stream, time.monotonic()
+        last = self._readers[-1]
+        for consumer in self._readers:
+            name, now = consumer.settings.name, time.monotonic()
             wait = 0.0  # take(0) is exactly one read that does not block
-            if consumer is last:
-                wait = min(LOW_WAIT, max(0.0, deadline - now))
+            if consumer is last:  # (the only one: all the time left)
+                low = LOW_WAIT if len(self._readers) > 1 else deadline - now
+                wait = min(low, max(0.0, deadline - now))
             elif now < self._quiet_until.get(name, 0.0):
                 continue  # another slot found it empty a moment ago
             try:
@@ -135,12 +131,15 @@ class QueueConsumers:
         return None, failures
 
     def room(self) -> int:
-        """How many deliveries the slots could take now: those looking for one."""
-        return self._looking
+        """How many deliveries the slots could take now: those looking for one (the
+        inbox's room, when the queues are one queue's shards)."""
+        return self._readers[0].room() if len(self._readers) == 1 else self._looking
 
     def release_waiting(self) -> None:
-        for consumer in self.consumers:
-            consumer.release_waiting()
+        """Put back what was claimed for the slots and not taken, each by its consumer."""
+        for reader in self._readers:
+            for delivery in reader.inbox.drain():
+                self.owner(delivery).release(delivery)
 
     def in_flight(self) -> list[Delivery]:
         return [d for consumer in self.consumers for d in consumer.in_flight()]

@@ -33,7 +33,7 @@ import redis
 
 from orbiter_sync import native
 from orbiter_sync.agents import ImportPolicy
-from orbiter_sync.connection import connect
+from orbiter_sync.connection import DEFAULT_RETRY, connect
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.consumers import QueueConsumers
 from orbiter_sync.control import CancelListener, RunTracker
@@ -47,6 +47,7 @@ from orbiter_sync.metrics.worker import MetricsServer, WorkerState, serve
 from orbiter_sync.outcome import StopReason
 from orbiter_sync.pools import Handle, Pool, make_pool
 from orbiter_sync.settings import WorkerOptions, WorkerSettings
+from orbiter_sync.shard_claim import shard_consumers
 from orbiter_sync.shards import layout_of
 from orbiter_sync.slot import Slot
 from orbiter_sync.temporal import TemporalSettings
@@ -117,19 +118,22 @@ class Worker:
         self.layout = layout_of(self.client, s.queue_shards, record=True)
         self.stopping = threading.Event()
         queue = s.queue_settings(layout=self.layout)
-        # several queues (or shards): each fetches only for the slots looking at it now, no
-        # prefetch, so a lower queue never hoards tasks while the slots run a higher one's
-        several = bool(s.also_queues) or self.layout.shards > 1
+        # several queues: each fetches only for the slots looking at it now, no prefetch,
+        # so a lower queue never hoards tasks while the slots run a higher one's; a queue's
+        # shards (on a cluster) share one inbox
+        several = bool(s.also_queues)
         self.consumers = [
-            TaskConsumer(self.redis_url, self.worker_id, shard, client=self.client,
-                         prefetch=0 if several else s.prefetch,
-                         slots=None if several else s.concurrency)
+            consumer
             for name in s.queue_names
-            for shard in s.queue_settings(name, self.layout).all_shards()
+            for consumer in shard_consumers(self.redis_url, self.worker_id,
+                                            s.queue_settings(name, self.layout),
+                                            client=self.client, retry=DEFAULT_RETRY,
+                                            prefetch=0 if several else s.prefetch,
+                                            slots=None if several else s.concurrency)
         ]  # fmt: skip
         self.consumer: TaskConsumer | QueueConsumers = (
             QueueConsumers(self.consumers, self.client, self.stopping)
-            if several
+            if len(self.consumers) > 1
             else self.consumers[0]
         )
         self.publisher = EventPublisher(

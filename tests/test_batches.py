@@ -52,7 +52,7 @@ def test_a_batch_keeps_its_good_entries_when_a_dead_letter_cannot_be_written(
     first, junk, last = queue_entries(r, good(), "not json", good())
     r.set(DEAD, "not a stream")  # the junk entry's dead letter is refused
 
-    batch = consumer._read_new(3, time.monotonic() + 1)
+    batch = consumer.read_new(3, time.monotonic() + 1)
 
     assert [d.entry_id for d in batch] == [first, last]  # both still ours to run
     assert {d.entry_id for d in consumer.in_flight()} == {first, last}
@@ -114,7 +114,7 @@ def test_what_waits_for_a_slot_goes_back_to_the_queue_at_a_stop(
     for payload in payloads:
         r.xadd(QUEUE, {"payload": payload.to_json()})
         r.hset(f"orbiter:task:{payload.task_id}", mapping={"status": "pending"})
-    consumer.offer(consumer._read_new(3, time.monotonic() + 1))  # fetched, no slot took them
+    consumer.offer(consumer.read_new(3, time.monotonic() + 1))  # fetched, no slot took them
 
     consumer.release_waiting()
 
