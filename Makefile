@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench redis-server clean
+.PHONY: install test test-cluster lint format demo bench redis-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ test: install redis-server
 	ORBITER_TEST_POOL=gevent $(BIN)/pytest tests/test_worker.py tests/test_hostile_worker.py tests/test_examples.py \
 		tests/test_hot_path.py tests/test_llm.py tests/test_llm_runs.py tests/test_queues.py \
 		tests/test_metrics_worker.py
+
+# The Redis Cluster pass that is too slow for `make test` (which runs tests/test_cluster.py on
+# threads): masters failed over under running workers, and the cluster tests on gevent.
+test-cluster: install redis-server
+	$(BIN)/pytest -m cluster
+	ORBITER_TEST_POOL=gevent $(BIN)/pytest tests/test_cluster.py
 
 # Two workers on a private redis-server, streaming the example agents' runs.
 demo: install redis-server
