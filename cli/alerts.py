@@ -16,7 +16,6 @@ import sys
 from typing import Any
 
 import click
-import redis
 
 from orbiter_sync.alerts import (
     AlertResult,
@@ -28,7 +27,7 @@ from orbiter_sync.alerts import (
     threshold_text,
     worst_firing,
 )
-from orbiter_sync.errors import RedisUnavailableError
+from orbiter_sync.cluster_client import REDIS_FAILURES
 from orbiter_sync.metrics.snapshot import FleetSnapshot
 
 from .common import (
@@ -153,7 +152,7 @@ def check(
     target = Target(redis_url)
     try:
         fleet = read_fleet(queues=queues, client=target.client, retry=CLI_RETRY)
-    except (RedisUnavailableError, redis.RedisError) as exc:
+    except REDIS_FAILURES as exc:
         message = Scrubber(urls_in_use(click.get_current_context()))(
             f"cannot read the fleet from Redis: {exc}"
         )

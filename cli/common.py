@@ -21,6 +21,7 @@ import redis
 
 from orbiter_sync import keys
 from orbiter_sync.admin import QueueAdmin
+from orbiter_sync.cluster_client import REDIS_ERRORS
 from orbiter_sync.connection import Budget, connect
 from orbiter_sync.env import HEROKU_URL_ENV, URL_ENV
 from orbiter_sync.errors import ConfigurationError, OrbiterError
@@ -54,7 +55,7 @@ class OrbiterGroup(click.Group):
             raise ConfigError(_scrub(str(exc), ctx)) from None
         except OrbiterError as exc:
             raise click.ClickException(_scrub(str(exc), ctx)) from None
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise click.ClickException(
                 _scrub(f"Redis error ({type(exc).__name__}): {exc}", ctx)
             ) from None

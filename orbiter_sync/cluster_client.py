@@ -25,8 +25,14 @@ from redis.cluster import REDIS_ALLOWED_KEYS, ClusterNode, RedisCluster
 from redis.connection import Connection, ConnectionPool, SSLConnection
 from redis.exceptions import RedisClusterException
 
-from orbiter_sync.errors import ConfigurationError
+from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
 from orbiter_sync.urls import parse_cluster_url
+
+# What a Redis call can raise: redis-py's errors, and those of its cluster client, which
+# are not RedisErrors (no node reachable, a cross-slot call ...).
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+# ... and a RetryPolicy's call, which gives up with a RedisUnavailableError
+REDIS_FAILURES: tuple[type[Exception], ...] = (*REDIS_ERRORS, RedisUnavailableError)
 
 # connect()'s options that RedisCluster drops before they reach a node's connections
 _POOL_OPTIONS = ("health_check_interval", "command_packer")

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from orbiter_sync import lua, native
+from orbiter_sync.cluster_client import REDIS_ERRORS
 from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy
 from orbiter_sync.dead_letters import DeadLetterWriter, task_id_of
 from orbiter_sync.errors import ValidationError
@@ -391,5 +392,5 @@ class TaskConsumer(LineUser):
             pending = client.xpending_range(s.stream, s.group, "-", "+", 1, consumername=self.name)
             if not pending:
                 client.xgroup_delconsumer(s.stream, s.group, self.name)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             logger.debug("worker %s: consumer not removed: %s", self.name, exc)

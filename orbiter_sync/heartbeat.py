@@ -36,6 +36,7 @@ import redis
 from redis.client import Pipeline
 
 from orbiter_sync import native
+from orbiter_sync.cluster_client import REDIS_ERRORS, REDIS_FAILURES
 from orbiter_sync.connection import Budget
 from orbiter_sync.consumer import TaskConsumer
 from orbiter_sync.consumers import QueueConsumers
@@ -205,7 +206,7 @@ class Heartbeat:
             pipe.delete(self.key)
             self._register(pipe, self._fields("stopped", now, self.runs.ids()), now)
             pipe.execute(raise_on_error=False)
-        except redis.RedisError as exc:  # the key expires on its own; the worker shows dead
+        except REDIS_ERRORS as exc:  # the key expires on its own; the worker shows dead
             logger.warning("worker %s: could not record its stop: %s", self.worker_id, exc)
         finally:
             client.close()
@@ -281,7 +282,7 @@ class Heartbeat:
             self._next_registry_prune = time.monotonic() + PRUNE_EVERY
             try:
                 self.retry.call(prune_registry, client, now=now)
-            except (RedisUnavailableError, redis.RedisError) as exc:  # the next reader prunes
+            except REDIS_FAILURES as exc:  # the next reader prunes
                 logger.warning("worker %s: registry not pruned: %s", self.worker_id, exc)
 
     def _stop_run(self, task_id: str, reason: StopReason, entry_id: str | None) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy
+from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy, is_cluster
 from orbiter_sync.native import gevent_active
 
 
@@ -41,8 +41,8 @@ class Line:
     def __init__(self, client: redis.Redis) -> None:
         # A cluster client has a pool per node and follows MOVED replies: its calls go
         # through it as they are (redis-py's Script, which also reloads on NOSCRIPT).
-        self._cluster = client if not hasattr(client, "connection_pool") else None
-        self._pool: Any = getattr(client, "connection_pool", None)
+        self._cluster = client if is_cluster(client) else None
+        self._pool: Any = None if self._cluster else client.connection_pool
         self._connection: Any = None
         self._tuned: Any = None  # the socket given kernel-side timeouts
         # gevent's sockets wait in its hub, not in the kernel; 64-bit Linux's timeval only

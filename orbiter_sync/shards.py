@@ -15,18 +15,13 @@ from collections.abc import Mapping
 from functools import cached_property
 
 import redis
-from redis.cluster import RedisCluster
 
-from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy
+from orbiter_sync.connection import DEFAULT_RETRY, RetryPolicy, is_cluster
 from orbiter_sync.env import QUEUE_SHARDS_ENV
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.layout import MAX_SHARDS, SHARDS_KEY, STANDALONE, KeyLayout
 
 _known: weakref.WeakKeyDictionary[object, KeyLayout] = weakref.WeakKeyDictionary()
-
-
-def is_cluster_client(client: object) -> bool:
-    return isinstance(client, RedisCluster)
 
 
 def shards_from_env(env: Mapping[str, str] | None = None) -> int | None:
@@ -61,7 +56,7 @@ def layout_of(
     One read per client: the answer is kept with it."""
     check_shards(shards)
     wanted = shards if shards is not None else shards_from_env()
-    if not is_cluster_client(client):
+    if not is_cluster(client):
         if wanted not in (None, 1):
             raise ConfigurationError(
                 f"queue shards ({wanted}) need a Redis Cluster: use a redis+cluster:// URL, "
@@ -103,7 +98,7 @@ def _recorded(raw: object) -> int | None:
 
 def workers_layout(client: redis.Redis) -> KeyLayout:
     """A layout good for worker keys only (they do not depend on the shards): no read."""
-    return KeyLayout(cluster=True) if is_cluster_client(client) else STANDALONE
+    return KeyLayout(cluster=True) if is_cluster(client) else STANDALONE
 
 
 class LayoutUser:

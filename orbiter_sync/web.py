@@ -27,13 +27,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from orbiter_sync import keys
 from orbiter_sync.client import TaskHandle, distributed
+from orbiter_sync.cluster_client import REDIS_FAILURES
 from orbiter_sync.errors import (
     ConfigurationError,
-    RedisUnavailableError,
     TaskNotFoundError,
     TaskTimeoutError,
     ValidationError,
@@ -200,7 +198,7 @@ class TaskEndpoints:
         except ValidationError as exc:
             logger.warning("task %s has an unreadable state: %s", task_id, exc)
             return _error(500, "the task's state cannot be read")
-        except (RedisUnavailableError, redis.RedisError) as exc:
+        except REDIS_FAILURES as exc:
             return _unavailable(exc)
         return _error(404, "no such task") if state is None else state
 
@@ -239,7 +237,7 @@ class TaskEndpoints:
             )
         except ValidationError as exc:
             return _error(400, str(exc))
-        except (RedisUnavailableError, redis.RedisError) as exc:
+        except REDIS_FAILURES as exc:
             return _unavailable(exc)
         body = {"task_id": handle.task_id, "agent": name, "status": TaskStatus.PENDING.value}
         return Reply(202, {**body, **links(handle.task_id)})
@@ -275,7 +273,7 @@ class TaskEndpoints:
             pass
         except TaskNotFoundError:
             return _error(404, "no such task")  # expired since it was read
-        except (RedisUnavailableError, redis.RedisError) as exc:
+        except REDIS_FAILURES as exc:
             return _unavailable(exc)
         if ended and not state.status.is_terminal:
             later = self._state(task_id)  # it ended since it was read: say how
@@ -313,5 +311,5 @@ def _guarded(stream: Iterator[str], task_id: str) -> Iterator[str]:
         logger.info("task %s expired while its events were streamed", task_id)
     except ValidationError as exc:
         logger.warning("task %s has an unreadable state: %s", task_id, exc)
-    except (RedisUnavailableError, redis.RedisError) as exc:
+    except REDIS_FAILURES as exc:
         logger.warning("events of task %s: Redis unavailable: %s", task_id, type(exc).__name__)

@@ -14,13 +14,15 @@ from typing import Any
 import pytest
 import redis
 from helpers import CLI, Spawn, log_of, wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orbiter_sync import TaskHandle, TaskPayload, distributed
 from orbiter_sync.connection import connect
 from orbiter_sync.embedded_cluster import EmbeddedCluster
 from orbiter_sync.errors import ConfigurationError, TaskCancelledError
 from orbiter_sync.health import get_worker_fleet_status
-from orbiter_sync.layout import SHARDS_KEY, KeyLayout
+from orbiter_sync.layout import SHARDS_KEY, KeyLayout, key_slot
 from orbiter_sync.producer import TaskProducer
 
 QUEUE = "orbiter:tasks"
@@ -210,3 +212,19 @@ def test_a_different_shard_count_is_refused(
     producer.close()
     assert stream_lengths(rc) == [0, 0, 0]
     assert rc.get(SHARDS_KEY) == "3"
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.text(min_size=1, max_size=30))
+def test_key_slot_is_the_clusters(cluster: EmbeddedCluster, key: str) -> None:
+    node = redis.Redis(port=cluster.nodes[0].port, decode_responses=True)
+    assert key_slot(key) == node.cluster("KEYSLOT", key.encode("utf-8", "surrogateescape"))
+    node.close()
+
+
+def test_a_broken_shard_record_is_refused_clearly(url: str, rc: redis.Redis) -> None:
+    rc.set(SHARDS_KEY, "many")
+    producer = TaskProducer(url)
+    with pytest.raises(ConfigurationError, match="orbiter:queue-shards holds 'many', not a shard"):
+        producer.submit(TaskPayload(input="x", agent_config=agent("echo")))
+    producer.close()

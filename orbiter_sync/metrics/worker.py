@@ -12,8 +12,7 @@ good), cancelled and retried count what the settle script wrote, so an attempt i
 counted once, by the worker that settled it; the duration histogram observes those
 attempts. The wait histogram observes ``created_at`` to the start of a task's first
 attempt (begin.lua says which attempt it is): not retries, nor entries taken over from
-a dead worker. Gauges are read when scraped; a Redis that cannot be read then costs
-only the queue depth.
+a dead worker. Gauges are read when scraped; an unreadable Redis costs only the depth.
 """
 
 from __future__ import annotations
@@ -30,8 +29,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
+from orbiter_sync.cluster_client import REDIS_FAILURES
 from orbiter_sync.connection import Budget, connect
-from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
+from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.metrics import names
 from orbiter_sync.metrics.snapshot import DUE_SOON, undelivered
 
@@ -68,7 +68,7 @@ _COUNTERS = (  # name, help, labels
     (names.RECLAIMS, "Entries this worker took over from dead workers.", ("queue",)),
     (names.REDIS_ERRORS, "Redis calls that failed, retries spent.", ("operation",)),
 )
-REDIS_ERRORS = (redis.RedisError, RedisUnavailableError)
+UNREADABLE: tuple[type[Exception], ...] = (*REDIS_FAILURES, OSError)  # the depth gauge
 Histograms = dict[tuple[str, ...], list[float]]  # labels -> a count per bucket (+Inf last), sum
 
 
@@ -115,7 +115,7 @@ class redis_errors:  # noqa: N801 - used as a statement: with redis_errors("clai
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None and isinstance(exc, REDIS_ERRORS):
+        if exc is not None and isinstance(exc, REDIS_FAILURES):
             _active.redis_error(self.operation)
 
 
@@ -299,7 +299,7 @@ class _Collector:
                 pipe.zcount(q.delayed_key, "-inf", time.time() + DUE_SOON)
                 pipe.xinfo_groups(q.stream)
             replies = pipe.execute(raise_on_error=False)
-        except (redis.RedisError, OSError) as exc:
+        except UNREADABLE as exc:
             if not self._failing:
                 logger.warning("metrics: queue depth not read from Redis: %s", exc)
             self._failing = True

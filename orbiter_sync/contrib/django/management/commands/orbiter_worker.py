@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-import redis
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from orbiter_sync import hooks
 from orbiter_sync.cli.common import Scrubber
 from orbiter_sync.cli.worker import worker_command
+from orbiter_sync.cluster_client import REDIS_ERRORS
 from orbiter_sync.contrib.django.apps import fresh_connections
 from orbiter_sync.contrib.django.conf import read_setting
 from orbiter_sync.env import HEROKU_URL_ENV, URL_ENV
@@ -34,6 +34,10 @@ from orbiter_sync.errors import ConfigurationError, OrbiterError
 from orbiter_sync.web import QUEUE, REDIS_URL
 
 DJANGO_OPTIONS = ("--settings", "--pythonpath")  # manage.py's own, applied before we run
+
+
+# what ends the command with one line and exit 1, as `orbiter-sync` does
+FAILURES: tuple[type[Exception], ...] = (OrbiterError, *REDIS_ERRORS)
 
 
 def worker_arguments(argv: Sequence[str]) -> list[str]:
@@ -75,7 +79,7 @@ def run_worker(args: Sequence[str], prog_name: str) -> int:
     except ConfigurationError as exc:
         click.echo(f"Error: {scrub(str(exc))}", err=True)
         return 2
-    except (OrbiterError, redis.RedisError) as exc:
+    except FAILURES as exc:
         click.echo(f"Error: {scrub(str(exc))}", err=True)
         return 1
     finally:
