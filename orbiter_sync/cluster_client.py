@@ -21,6 +21,7 @@ import threading
 from typing import Any, cast
 
 import redis
+from redis._parsers import CommandsParser
 from redis.cluster import REDIS_ALLOWED_KEYS, ClusterNode, RedisCluster
 from redis.connection import Connection, ConnectionPool, SSLConnection
 from redis.exceptions import RedisClusterException
@@ -99,6 +100,7 @@ class ClusterClient(RedisCluster):
             if error is exc:
                 raise
             raise error from None
+        self.commands_parser.__class__ = _StreamKeysParser  # (its command table is kept)
         del state["_lazy_by"], state["_lazy_options"]  # the options last: others wait for it
 
     def close(self) -> None:
@@ -115,3 +117,29 @@ def _unwrapped(exc: BaseException) -> BaseException:
     if "Cluster mode is not enabled" in str(cause):
         return ConfigurationError("a redis+cluster:// URL names a Redis whose cluster mode is off")
     return cause if isinstance(cause, redis.RedisError) else exc
+
+
+class _StreamKeysParser(CommandsParser):
+    """redis-py's parser of a command's keys, reading the streams of ``XREADGROUP`` and
+    ``XREAD`` itself: for a command whose keys move, redis-py asks a node (``COMMAND
+    GETKEYS``), which cost every claim a round trip of its own."""
+
+    def get_keys(self, redis_conn: Any, *args: Any) -> Any:
+        if args and str(args[0]).upper() in ("XREADGROUP", "XREAD"):
+            keys = _stream_keys(args)
+            if keys is not None:
+                return keys
+        return super().get_keys(redis_conn, *args)  # type: ignore[no-untyped-call]
+
+
+def _stream_keys(args: tuple[Any, ...]) -> list[Any] | None:
+    """The stream keys of an ``XREADGROUP GROUP g c [COUNT n] [BLOCK ms] [NOACK] STREAMS
+    k... id...`` or ``XREAD [COUNT n] [BLOCK ms] STREAMS k... id...``, or None."""
+    i = 4 if str(args[0]).upper() == "XREADGROUP" else 1
+    while i < len(args):
+        token = args[i].decode() if isinstance(args[i], bytes) else str(args[i])
+        if token.upper() == "STREAMS":
+            rest = args[i + 1 :]
+            return list(rest[: len(rest) // 2]) if rest and len(rest) % 2 == 0 else None
+        i += 2 if token.upper() in ("COUNT", "BLOCK") else 1
+    return None

@@ -24,6 +24,7 @@ import redis
 from redis.commands.core import Script
 
 from orbiter_sync.connection import DEFAULT_RETRY, RedisUser, RetryPolicy, is_cluster
+from orbiter_sync.layout import key_slot
 from orbiter_sync.native import gevent_active
 
 
@@ -36,41 +37,70 @@ class Line:
     handling as ``client``'s other connections; a call that fails leaves the
     connection closed, to be reopened by the next one (retries are the caller's,
     through :class:`RetryPolicy`). :meth:`close` hands it back to the pool.
+
+    On a Redis Cluster it holds one connection per master its scripts go to (the master
+    of the slot of their first key, from the client's map of the cluster). A reply that
+    says the slot moved or the cluster is down, or a connection that fails, sends that
+    call through the cluster client itself, which follows it and reloads its map.
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        # A cluster client has a pool per node and follows MOVED replies: its calls go
-        # through it as they are (redis-py's Script, which also reloads on NOSCRIPT).
         self._cluster = client if is_cluster(client) else None
         self._pool: Any = None if self._cluster else client.connection_pool
-        self._connection: Any = None
-        self._tuned: Any = None  # the socket given kernel-side timeouts
+        self._held: dict[int, tuple[Any, Any]] = {}  # id of a pool -> (pool, connection)
         # gevent's sockets wait in its hub, not in the kernel; 64-bit Linux's timeval only
         self._kernel_timeouts = KERNEL_TIMEOUTS and not gevent_active()
 
     def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` with ``keys`` and ``args``, loading it first if Redis lacks it."""
-        if self._cluster is not None:
+        pool = self._pool if self._cluster is None else self._pool_of(keys)
+        if pool is None:  # a cluster whose map does not name the slot's master now
             return script(keys=keys, args=args, client=self._cluster)
-        if self._connection is None:
-            try:
-                self._connection = self._pool.get_connection()
-            except TypeError:  # redis-py before 5.3 wants a command name
-                self._connection = self._pool.get_connection("EVALSHA")
+        connection = self._connection(pool)
         try:
-            return self._call(script, keys, args)
-        except redis.exceptions.NoScriptError:
-            self._command("SCRIPT", "LOAD", script.script)
-            return self._call(script, keys, args)
+            try:
+                return self._call(connection, script, keys, args)
+            except redis.exceptions.NoScriptError:
+                self._command(connection, "SCRIPT", "LOAD", script.script)
+                return self._call(connection, script, keys, args)
+        except _REROUTED:
+            if self._cluster is None:
+                raise
+            self._release(pool)
+            return script(keys=keys, args=args, client=self._cluster)
 
-    def _call(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
+    def _pool_of(self, keys: Sequence[Any]) -> Any:
+        """The pool of the cluster master serving ``keys[0]``'s slot, or None."""
+        try:
+            node = self._cluster.nodes_manager.get_node_from_slot(key_slot(str(keys[0])))  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a slot not covered now: the client's own path
+            return None
+        client = node.redis_connection
+        return None if client is None else client.connection_pool
 
-    def _command(self, *command: Any) -> Any:
-        connection = self._connection
+    def _connection(self, pool: Any) -> Any:
+        held = self._held.get(id(pool))
+        if held is None:
+            try:
+                connection = pool.get_connection()
+            except TypeError:  # redis-py before 5.3 wants a command name
+                connection = pool.get_connection("EVALSHA")
+            held = self._held[id(pool)] = (pool, connection)
+        return held[1]
+
+    def _call(
+        self, connection: Any, script: Script, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
+        return self._command(connection, "EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _command(self, connection: Any, *command: Any) -> Any:
         sock = connection._sock
-        if self._kernel_timeouts and sock is not None and sock is not self._tuned:
-            self._tuned = _kernel_timeouts(sock, connection.socket_timeout)
+        if (
+            self._kernel_timeouts
+            and sock is not None
+            and connection.__dict__.get(_TUNED) is not sock
+        ):
+            connection.__dict__[_TUNED] = _kernel_timeouts(sock, connection.socket_timeout)
         try:
             connection.send_command(*command)
             return connection.read_response()
@@ -80,10 +110,26 @@ class Line:
             connection.disconnect()  # half a reply may be left on it
             raise
 
+    def _release(self, pool: Any) -> None:
+        held = self._held.pop(id(pool), None)
+        if held is not None:
+            pool.release(held[1])
+
     def close(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            self._pool.release(connection)
+        for pool, _ in list(self._held.values()):
+            self._release(pool)
+
+
+_TUNED = "_orbiter_tuned"  # a connection's attribute: the socket given kernel-side timeouts
+# What sends a cluster call through the cluster client: MOVED and ASK replies (AskError is
+# MovedError's base), CLUSTERDOWN, TRYAGAIN, and a connection that failed.
+_REROUTED = (
+    redis.exceptions.AskError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 KERNEL_TIMEOUTS = sys.platform == "linux" and struct.calcsize("l") == 8
