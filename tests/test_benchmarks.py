@@ -38,3 +38,13 @@ def test_a_peer_runs_or_is_skipped_in_one_line() -> None:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert "skipped celery:" in result.stdout or "| celery" in result.stdout
+
+
+def test_the_cluster_scenario_compares_one_and_three_masters() -> None:
+    result = run_peers("--only", "orbiter-sync", "--scenarios", "g", "--tasks", "300")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    rows = re.findall(r"^\|\s+([13])\s+\|\s+([0-9.e+]+) \(", result.stdout, re.MULTILINE)
+    assert [masters for masters, _ in rows] == ["1", "3"], result.stdout
+    assert all(float(rate) > 0 for _, rate in rows)
+    assert "3 master(s): " in result.stdout and "x the throughput of 1" in result.stdout

@@ -8,7 +8,8 @@ Run it from the repository root (``make bench`` installs the peers first):
 Scenarios: (a) no-op throughput with worker/Redis CPU per task and peak RSS,
 (b) submit-to-start latency, (c) 200 ms I/O tasks on 8 threads, (d) gevent pool at
 500 slots, (e) scaling over 1, 2 and 4 worker processes, (f) submit rate, one
-call per task and in bulk. Each prints a markdown
+call per task and in bulk, (g) orbiter-sync alone on a Redis Cluster of 1 and of 3
+masters (benchmarks/cluster.py). Each prints a markdown
 table of medians (min-max over the rounds); progress goes to stderr. ``--metrics``
 runs orbiter-sync a second time with ``--metrics-port``, interleaved with the first,
 and prints what metrics cost.

@@ -306,7 +306,18 @@ def scenario_f(bench: Bench, contestants: Sequence[Contestant], s: Settings, r: 
     return f"### {title}\n\n{table(r, 'f', contestants, columns, never)}"
 
 
+def scenario_g(bench: Bench, contestants: Sequence[Contestant], s: Settings, r: Results) -> str:
+    """orbiter-sync alone (no peer runs on a Redis Cluster): benchmarks/cluster.py."""
+    if not any(c.name == "orbiter-sync" for c in contestants):
+        return "### (g) Redis Cluster: skipped (orbiter-sync is not among the contestants)"
+    from benchmarks import cluster
+
+    return cluster.run([1, 3], CLUSTER_PROCESSES, s.tasks, s.rounds)
+
+
+CLUSTER_PROCESSES = 2  # the fleet of (g), the same on 1 and on 3 masters
+
 SCENARIOS = {
     "a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e,
-    "f": scenario_f,
+    "f": scenario_f, "g": scenario_g,
 }  # fmt: skip
