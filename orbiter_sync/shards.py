@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Mapping
-from functools import cached_property
 
 import redis
 
@@ -53,7 +52,8 @@ def layout_of(
 
     ``record`` (workers and producers) records the number when none is; a number that
     differs from the recorded one is refused. Outside a cluster only 1 is allowed.
-    One read per client: the answer is kept with it."""
+    Once a number is recorded it is kept with the client: one read per client (until
+    then every call reads, so a reader started before the first worker sees its number)."""
     check_shards(shards)
     wanted = shards if shards is not None else shards_from_env()
     if not is_cluster(client):
@@ -81,7 +81,8 @@ def layout_of(
             f"{SHARDS_KEY}"
         )
     layout = KeyLayout(cluster=True, shards=recorded or wanted or 1)
-    _known[client] = layout
+    if recorded is not None:
+        _known[client] = layout
     return layout
 
 
@@ -102,12 +103,12 @@ def workers_layout(client: redis.Redis) -> KeyLayout:
 
 
 class LayoutUser:
-    """Mixin of a :class:`RedisUser` that finds tasks from their id: its ``layout``,
-    read from its client on first use."""
+    """Mixin of a :class:`RedisUser` that finds tasks from their id: its ``layout``, that
+    of its client (:func:`layout_of`)."""
 
     _client: redis.Redis
     _retry: RetryPolicy
 
-    @cached_property
+    @property
     def layout(self) -> KeyLayout:
         return layout_of(self._client, retry=self._retry)

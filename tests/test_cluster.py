@@ -24,6 +24,7 @@ from orbiter_sync.errors import ConfigurationError, TaskCancelledError
 from orbiter_sync.health import get_worker_fleet_status
 from orbiter_sync.layout import SHARDS_KEY, KeyLayout, key_slot
 from orbiter_sync.producer import TaskProducer
+from orbiter_sync.store import TaskStore
 
 QUEUE = "orbiter:tasks"
 LAYOUT = KeyLayout(cluster=True, shards=3)
@@ -227,4 +228,23 @@ def test_a_broken_shard_record_is_refused_clearly(url: str, rc: redis.Redis) -> 
     producer = TaskProducer(url)
     with pytest.raises(ConfigurationError, match="orbiter:queue-shards holds 'many', not a shard"):
         producer.submit(TaskPayload(input="x", agent_config=agent("echo")))
+    producer.close()
+
+
+def test_a_reader_made_before_the_first_worker_finds_tasks_by_the_recorded_count(
+    url: str, rc: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a reader made while nothing is recorded (so: one shard, for now)
+    monkeypatch.delenv("ORBITER_QUEUE_SHARDS")
+    store = TaskStore(url)
+    assert store.get_status("nothing-yet") is None and rc.get(SHARDS_KEY) is None
+    # When a worker records three shards and a task is queued on them
+    rc.set(SHARDS_KEY, 3)
+    producer = TaskProducer(url)
+    task_id = producer.submit(TaskPayload(input="x", agent_config=agent("echo")))
+    assert rc.hget(LAYOUT.task_hash(task_id), "status") == "pending"
+    # Then the same reader finds it
+    state = store.get_status(task_id)
+    assert state is not None and state.status == "pending"
+    store.close()
     producer.close()
