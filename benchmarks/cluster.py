@@ -19,22 +19,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from benchmarks.drain import start_workers, stop_workers
 from benchmarks.peers.measure import cpu_seconds
 from orbiter_sync import TaskPayload, TaskProducer
 from orbiter_sync.connection import connect
 from orbiter_sync.embedded_cluster import EmbeddedCluster
 from orbiter_sync.layout import KeyLayout
+from orbiter_sync.queue import QueueSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).with_name("orbiter-sync"))
 NOOP = {"entrypoint": "benchmarks.agents:noop"}
 QUEUE = "orbiter:tasks"
 CORES = os.cpu_count() or 1
@@ -44,17 +42,11 @@ def drain(masters: int, processes: int, tasks: int) -> dict[str, float]:
     """Time ``processes`` workers draining ``tasks`` no-ops on a cluster of ``masters``
     masters, its queue in as many shards."""
     layout = KeyLayout(cluster=True, shards=masters)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ORBITER_QUEUE_SHARDS": str(masters)}
     with EmbeddedCluster(masters=masters) as cluster:
         url = cluster.startup_url
         client = connect(url)
-        producer = TaskProducer(url)
-        command = [CLI, "start", "worker", "--redis-url", url, "--concurrency", "8",
-                   "--allow-import", "benchmarks.agents", "--log-level", "WARNING"]  # fmt: skip
-        workers = [
-            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(processes)
-        ]
+        producer = TaskProducer(url, QueueSettings(layout=layout))  # records the shards
+        workers = start_workers(url, processes, {"ORBITER_QUEUE_SHARDS": str(masters)})
         try:
             prefix = layout.worker_prefix
             while sum(1 for _ in client.scan_iter(match=f"{prefix}*")) < processes:
@@ -65,7 +57,6 @@ def drain(masters: int, processes: int, tasks: int) -> dict[str, float]:
             worker_before = cpu_seconds(w.pid for w in workers)
             node_before = [cpu_seconds([pid]) for pid in nodes]
             wall = time.monotonic()
-            os.environ["ORBITER_QUEUE_SHARDS"] = str(masters)  # this process's producer
             ids = producer.submit_many([TaskPayload(agent_config=NOOP, input="x")
                                         for _ in range(tasks)])  # fmt: skip
             streams = [layout.stream(QUEUE, shard) for shard in range(masters)]
@@ -79,10 +70,7 @@ def drain(masters: int, processes: int, tasks: int) -> dict[str, float]:
                 pipe.hmget(layout.task_hash(task_id), "started_at", "completed_at")
             times: Any = pipe.execute()
         finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(30)
+            stop_workers(workers)
             client.close()
             producer.close()
     seconds = max(float(end) for _, end in times) - min(float(start) for start, _ in times)

@@ -33,6 +33,27 @@ CLI = str(Path(sys.executable).with_name("orbiter-sync"))
 NOOP = {"entrypoint": "benchmarks.agents:noop"}
 
 
+def start_workers(
+    url: str, processes: int, env: dict[str, str] | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """``processes`` workers of 8 thread slots on ``url``, quiet, running the benchmark
+    agents; ``env`` is added to their environment."""
+    command = [CLI, "start", "worker", "--redis-url", url, "--concurrency", "8",
+               "--allow-import", "benchmarks.agents", "--log-level", "WARNING"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait(30)
+
+
 def drain(
     processes: int,
     tasks: int,
@@ -45,28 +66,7 @@ def drain(
         assert server.process is not None
         client = redis.Redis.from_url(server.url, decode_responses=True)
         producer = TaskProducer(server.url)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        workers = [
-            subprocess.Popen(
-                [
-                    CLI,
-                    "start",
-                    "worker",
-                    "--redis-url",
-                    server.url,
-                    "--concurrency",
-                    "8",
-                    "--allow-import",
-                    "benchmarks.agents",
-                    "--log-level",
-                    "WARNING",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            for _ in range(processes)
-        ]
+        workers = start_workers(server.url, processes, env)
         try:
             # started and idle first: their start-up is not what is measured
             while len(client.keys("orbiter:workers:*")) < processes:
@@ -87,10 +87,7 @@ def drain(
                 pipe.hmget(f"orbiter:task:{task_id}", "started_at", "completed_at")
             (first_start, _), (_, last_end) = pipe.execute()
         finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(30)
+            stop_workers(workers)
             client.close()
             producer.close()
     seconds = float(last_end) - float(first_start)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from orbiter_sync.admin import STREAM_ID, DeadLetter
+from orbiter_sync.dead_letters import STREAM_ID, DeadLetter
 
 from .common import (
     Target,

@@ -17,7 +17,6 @@ from typing import Any
 
 import click
 
-from orbiter_sync import keys
 from orbiter_sync.errors import RedisUnavailableError
 from orbiter_sync.health import (
     HealthCheckResult,
@@ -25,6 +24,7 @@ from orbiter_sync.health import (
     WorkerHealthCheck,
     get_worker_fleet_status,
 )
+from orbiter_sync.shards import workers_layout
 
 from .common import (
     CLI_BUDGET,
@@ -181,10 +181,12 @@ def live_workers_of_host(target: Target, hostname: str) -> list[str]:
     restarted worker has a new id, and the old one must not keep the host unhealthy."""
     mine = [w.worker_id for w in fleet(target) if w.hostname == hostname]
 
+    layout = workers_layout(target.client)
+
     def exist() -> list[Any]:
         pipe = target.client.pipeline(transaction=False)
         for worker_id in mine:
-            pipe.exists(keys.worker_heartbeat(worker_id))
+            pipe.exists(layout.worker_heartbeat(worker_id))
         return pipe.execute()
 
     found = CLI_RETRY.call(exist) if mine else []

@@ -24,7 +24,7 @@ from orbiter_sync.env import (
     TEMPORAL_WORKER_ENV,
     URL_ENV,
 )
-from orbiter_sync.errors import OrbiterError
+from orbiter_sync.errors import OrbiterError, RedisUnavailableError
 from orbiter_sync.executors import EXECUTORS, default_executor
 from orbiter_sync.layout import MAX_SHARDS
 from orbiter_sync.pools import POOLS
@@ -246,6 +246,8 @@ def worker_command(
     try:
         url = resolve_redis_url(redis_url)
         worker = Worker(url, worker_id=worker_id, settings=WorkerSettings(**settings))
+    except RedisUnavailableError:
+        raise  # (a cluster's shard count is read here): one line and exit 1, not 2
     except OrbiterError as exc:
         raise ConfigError(str(exc)) from None
     s = worker.settings

@@ -9,9 +9,6 @@ dead letter only once that succeeded; a purge deletes dead letters.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -19,13 +16,13 @@ from typing import Any
 
 import redis
 
+from orbiter_sync.dead_letters import STREAM_ID, DeadLetter
 from orbiter_sync.errors import DeadLetterError, ValidationError
-from orbiter_sync.models import TaskPayload, TaskStatus
+from orbiter_sync.models import TaskStatus
 from orbiter_sync.producer import TaskProducer
-from orbiter_sync.queue import MAX_TIMEOUT_SECONDS, QueueUser
+from orbiter_sync.queue import QueueUser
 from orbiter_sync.shards import layout_of
 
-STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")  # ASCII digits, as Redis reads them
 REQUEUE_BATCH = 100  # dead letters read per round trip by requeue_dead_letters
 WATCH_ATTEMPTS = 5  # a task hash changing under a requeue this often is left alone
 
@@ -49,81 +46,6 @@ class QueueStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _finite(value: object) -> float | None:
-    try:
-        number = float(str(value)[:64]) if value not in (None, "") else None
-    except ValueError:
-        return None
-    return number if number is not None and math.isfinite(number) else None
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One entry of the dead-letter stream ``{queue}:dead``, as ``dead_letter.lua`` wrote it."""
-
-    id: str
-    """The dead letter's own stream id (what a requeue names)."""
-    entry_id: str
-    """The id the entry had on the queue."""
-    task_id: str
-    """"" when no valid task id could be read from the entry."""
-    reason: str
-    worker_id: str
-    dead_at: float
-    """Unix time it was dead-lettered (the stream id's time when the field is unreadable)."""
-    entry_length: int
-    """Characters of the whole entry (its fields as JSON); ``entry`` keeps at most 64 KiB."""
-    entry: str = field(repr=False)
-
-    @classmethod
-    def from_fields(cls, letter_id: str, fields: dict[str, str]) -> DeadLetter:
-        entry = fields.get("entry") or ""
-        length = _finite(fields.get("entry_length"))
-        dead_at = _finite(fields.get("dead_at"))
-        if dead_at is None or dead_at <= 0:
-            dead_at = int(letter_id.split("-")[0]) / 1000
-        return cls(
-            id=letter_id,
-            entry_id=fields.get("entry_id") or "",
-            task_id=fields.get("task_id") or "",
-            reason=fields.get("reason") or "",
-            worker_id=fields.get("worker_id") or "",
-            dead_at=dead_at,
-            entry_length=len(entry) if length is None or length < 0 else int(length),
-            entry=entry,
-        )
-
-    @property
-    def truncated(self) -> bool:
-        """True when ``entry`` holds only a prefix of what was dead-lettered."""
-        return len(self.entry) < self.entry_length
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "truncated": self.truncated}
-
-    def payload(self) -> TaskPayload:
-        """The task this dead letter held, decoded as a worker would; ``DeadLetterError``
-        saying why when it cannot be."""
-        problem = f"dead letter {self.id} cannot be requeued"
-        if self.truncated:
-            raise DeadLetterError(f"{problem}: it keeps only the first {len(self.entry)} of "
-                                  f"the entry's {self.entry_length} characters")  # fmt: skip
-        try:
-            fields = json.loads(self.entry)
-        except (ValueError, RecursionError):
-            raise DeadLetterError(f"{problem}: its entry is not JSON") from None
-        raw = fields.get("payload") if isinstance(fields, dict) else None
-        if not isinstance(raw, str):
-            raise DeadLetterError(f"{problem}: its entry has no payload field")
-        try:
-            payload = TaskPayload.from_json(raw)
-        except ValidationError as exc:
-            raise DeadLetterError(f"{problem}: its payload cannot be decoded ({exc})") from None
-        if payload.timeout_seconds > MAX_TIMEOUT_SECONDS:
-            raise DeadLetterError(f"{problem}: its timeout_seconds is over 7 days")
-        return payload
 
 
 @dataclass(frozen=True)
@@ -181,14 +103,24 @@ class QueueAdmin(QueueUser):
 
     def dead_letter(self, letter_id: str) -> DeadLetter | None:
         """One dead letter by its id, or None."""
-        return next(filter(None, (shard.dead_letter(letter_id) for shard in self.shards)), None)
+        return self._holder(letter_id).dead_letter(letter_id)
 
     def requeue_dead_letter(self, letter_id: str) -> DeadLetter:
         """Requeue dead letter ``letter_id`` (see :meth:`ShardAdmin.requeue_dead_letter`)."""
-        for shard in self.shards[:-1]:
-            if shard.dead_letter(letter_id) is not None:
-                return shard.requeue_dead_letter(letter_id)
-        return self.shards[-1].requeue_dead_letter(letter_id)
+        return self._holder(letter_id).requeue_dead_letter(letter_id)
+
+    def _holder(self, letter_id: str) -> ShardAdmin:
+        """The shard holding dead letter ``letter_id`` (the first when none does). Each
+        shard's stream makes its own ids, so two can hold the same one: refused."""
+        if len(self.shards) == 1:
+            return self.shards[0]
+        holders = [shard for shard in self.shards if shard.dead_letter(letter_id)]
+        if len(holders) > 1:
+            raise DeadLetterError(
+                f"dead letter id {letter_id} is in {len(holders)} shards of "
+                f"{self.settings.name}: requeue them all (--all) or purge them"
+            )
+        return (holders or self.shards)[0]
 
     def requeue_dead_letters(self) -> RequeueReport:
         """Requeue every dead letter there is now, shard by shard, oldest first; those

@@ -183,7 +183,9 @@ class TaskConsumer(LineUser):
             reason = f"undecodable payload: {exc}"
             if not isinstance(exc, ValidationError):
                 reason = f"undecodable payload: {type(exc).__name__}: {exc}"
-            self.dead_letter(entry_id, reason, fields, task_id_of(raw))
+            task_id = task_id_of(raw)
+            task_id = "" if self.settings.misplaced(task_id) else task_id  # another shard's
+            self.dead_letter(entry_id, reason, fields, task_id)
             return None
         misplaced = self.settings.misplaced(payload.task_id)  # put on this shard by hand
         if misplaced:

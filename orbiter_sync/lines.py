@@ -56,8 +56,8 @@ class Line:
         pool = self._pool if self._cluster is None else self._pool_of(keys)
         if pool is None:  # a cluster whose map does not name the slot's master now
             return script(keys=keys, args=args, client=self._cluster)
-        connection = self._connection(pool)
         try:
+            connection = self._connection(pool)
             try:
                 return self._call(connection, script, keys, args)
             except redis.exceptions.NoScriptError:
@@ -66,7 +66,7 @@ class Line:
         except _REROUTED:
             if self._cluster is None:
                 raise
-            self._release(pool)
+            self.close()  # the map is changing: what is held may be a master no more
             return script(keys=keys, args=args, client=self._cluster)
 
     def _pool_of(self, keys: Sequence[Any]) -> Any:

@@ -28,7 +28,7 @@ def shards_from_env(env: Mapping[str, str] | None = None) -> int | None:
     raw = (os.environ if env is None else env).get(QUEUE_SHARDS_ENV, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_SHARDS:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_SHARDS:
         raise ConfigurationError(
             f"{QUEUE_SHARDS_ENV} must be a whole number from 1 to {MAX_SHARDS}, got {raw!r}"
         )
@@ -78,7 +78,7 @@ def layout_of(
             f"this cluster's queues have {recorded} shard(s) (recorded in {SHARDS_KEY}), but "
             f"{wanted} were asked for (--queue-shards / {QUEUE_SHARDS_ENV}): every worker and "
             f"client must use the same number; to change it, drain the queues and delete "
-            f"{SHARDS_KEY}"
+            f"{SHARDS_KEY} (then restart every worker and client)"
         )
     layout = KeyLayout(cluster=True, shards=recorded or wanted or 1)
     if recorded is not None:
@@ -90,7 +90,7 @@ def _recorded(raw: object) -> int | None:
     if raw is None:
         return None
     text = str(raw)
-    if not text.isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_SHARDS:
         raise ConfigurationError(
             f"{SHARDS_KEY} holds {text[:40]!r}, not a shard count from 1 to {MAX_SHARDS}"
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,12 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orbiter_sync import TaskHandle, TaskPayload, distributed
-from orbiter_sync.connection import connect
+from orbiter_sync.connection import DEFAULT_RETRY, connect
 from orbiter_sync.embedded_cluster import EmbeddedCluster
 from orbiter_sync.errors import ConfigurationError, TaskCancelledError
 from orbiter_sync.health import get_worker_fleet_status
 from orbiter_sync.layout import SHARDS_KEY, KeyLayout, key_slot
 from orbiter_sync.producer import TaskProducer
+from orbiter_sync.queue import QueueSettings
+from orbiter_sync.shard_claim import ShardClaim, shard_consumers
 from orbiter_sync.store import TaskStore
 
 QUEUE = "orbiter:tasks"
@@ -94,6 +97,10 @@ def test_a_sharded_queue_spreads_over_the_masters_and_runs_every_task(
     # and the one-server names are not used at all
     assert rc.exists(QUEUE, "orbiter:task:index", f"orbiter:task:{generator.task_id}") == 0
     wait_for(lambda: stream_lengths(rc) == [0, 0, 0], timeout=10)
+    # and the worker's own health check finds its heartbeat under the workers' tag
+    health = subprocess.run([CLI, "health", "--this-host", "--redis-url", url],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert health.returncode == 0, health.stdout + health.stderr
 
 
 def test_cancel_of_running_and_pending_tasks(
@@ -128,8 +135,12 @@ def test_retries_and_dead_letters_work_per_shard(
     payload = TaskPayload(task_id=stray, input="x", agent_config=agent("echo"))
     rc.xadd(LAYOUT.stream(QUEUE, 0), {"payload": payload.to_json()})
     rc.xadd(LAYOUT.stream(QUEUE, 2), {"payload": "not json"})
+    # (an undecodable one naming another shard's task: no hash of it under this tag)
+    elsewhere = id_on_shard(1)
+    rc.xadd(LAYOUT.stream(QUEUE, 2), {"payload": json.dumps({"task_id": elsewhere, "input": []})})
     wait_for(lambda: rc.xlen(LAYOUT.dead_letters(QUEUE, 0)) == 1, timeout=10)
-    wait_for(lambda: rc.xlen(LAYOUT.dead_letters(QUEUE, 2)) == 1, timeout=10)
+    wait_for(lambda: rc.xlen(LAYOUT.dead_letters(QUEUE, 2)) == 2, timeout=10)
+    assert rc.exists(LAYOUT.task_hash(elsewhere, shard=2), LAYOUT.task_hash(elsewhere)) == 0
     letters: Any = rc.xrange(LAYOUT.dead_letters(QUEUE, 0))
     reason = letters[0][1]["reason"]
     assert f"belongs to shard 1, not {QUEUE}#0" in reason
@@ -138,12 +149,12 @@ def test_retries_and_dead_letters_work_per_shard(
     listed = subprocess.run([CLI, "dead-letters", "list", "--redis-url", url, "--json"],
                             capture_output=True, text=True, timeout=30)  # fmt: skip
     assert listed.returncode == 0, listed.stderr
-    assert len(json.loads(listed.stdout)) == 2
+    assert len(json.loads(listed.stdout)) == 3
     shown = subprocess.run([CLI, "metrics", "show", "--redis-url", url, "--json"],
                            capture_output=True, text=True, timeout=30)  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     (queue,) = json.loads(shown.stdout)["queues"]
-    assert (queue["completed_total"], queue["retried_total"], queue["dead_letters"]) == (1, 2, 2)
+    assert (queue["completed_total"], queue["retried_total"], queue["dead_letters"]) == (1, 2, 3)
 
 
 def test_reclaim_after_sigkill_and_graceful_stop(
@@ -248,3 +259,47 @@ def test_a_reader_made_before_the_first_worker_finds_tasks_by_the_recorded_count
     assert state is not None and state.status == "pending"
     store.close()
     producer.close()
+
+
+def test_a_dead_letter_id_in_two_shards_is_refused_by_id(url: str, rc: redis.Redis) -> None:
+    # Given two shards whose dead-letter streams made the same id
+    for shard in (0, 1):
+        rc.xadd(LAYOUT.dead_letters(QUEUE, shard), {"reason": "r", "entry": "{}"},
+                id="1700000000000-0")  # fmt: skip
+    # When one is requeued by id, Then the CLI refuses, saying why and what to do
+    done = subprocess.run([CLI, "dead-letters", "requeue", "1700000000000-0", "--redis-url", url],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 1
+    assert "is in 2 shards of orbiter:tasks: requeue them all (--all) or purge them" in done.stderr
+    assert [rc.xlen(LAYOUT.dead_letters(QUEUE, s)) for s in (0, 1)] == [1, 1]
+
+
+def test_a_shard_claim_takes_no_more_than_asked_and_turns_over_the_shards(
+    url: str, rc: redis.Redis
+) -> None:
+    # Given five tasks waiting on each of three shards, and a worker's shard consumers
+    producer = TaskProducer(url)
+    per_shard = {shard: [id_on_shard(shard) for _ in range(5)] for shard in range(3)}
+    producer.submit_many(
+        [
+            TaskPayload(task_id=i, input="x", agent_config=agent("echo"))
+            for ids in per_shard.values()
+            for i in ids
+        ]  # fmt: skip
+    )
+    client = connect(url)
+    settings = QueueSettings(QUEUE, layout=LAYOUT)
+    consumers = shard_consumers(url, "w", settings, client=client, retry=DEFAULT_RETRY)
+    claim = ShardClaim(consumers, client)
+    # When it is asked for one at a time, Then it takes one, from each shard in turn
+    taken = [claim(1, time.monotonic() + 1) for _ in range(3)]
+    assert [len(batch) for batch in taken] == [1, 1, 1]
+    assert {batch[0].shard for batch in taken} == {0, 1, 2}
+    # and for 4, no more than 4, spread over the shards
+    batch = claim(4, time.monotonic() + 1)
+    assert len(batch) == 4 and {d.shard for d in batch} == {0, 1, 2}
+    assert all(d.task_id in per_shard[d.shard] for d in [*batch, *(b[0] for b in taken)])
+    pending = [rc.xpending(LAYOUT.stream(QUEUE, s), f"{QUEUE}:group")["pending"] for s in range(3)]
+    assert sum(pending) == 7
+    producer.close()
+    client.close()

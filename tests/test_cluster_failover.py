@@ -12,10 +12,12 @@ import redis
 from helpers import Spawn, wait_for
 
 from orbiter_sync import TaskHandle, TaskPayload
-from orbiter_sync.connection import connect
+from orbiter_sync.connection import DEFAULT_RETRY, connect
 from orbiter_sync.embedded_cluster import EmbeddedCluster
 from orbiter_sync.layout import KeyLayout
 from orbiter_sync.producer import TaskProducer
+from orbiter_sync.queue import QueueSettings
+from orbiter_sync.shard_claim import ShardClaim, shard_consumers
 
 pytestmark = pytest.mark.cluster
 
@@ -90,3 +92,29 @@ def test_workers_follow_a_failover_and_a_killed_master(
     wait_for(lambda: all(rc.xlen(LAYOUT.stream(QUEUE, s)) == 0 for s in range(3)), timeout=30)
     producer.close()
     rc.close()
+
+
+def test_a_master_away_does_not_stop_the_claims_of_the_other_shards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORBITER_QUEUE_SHARDS", "3")
+    with EmbeddedCluster(masters=3) as cluster:
+        # Given tasks waiting on every shard, and a worker's consumers of them
+        url = cluster.startup_url
+        producer = TaskProducer(url)
+        submit(producer, url, 30)
+        client = connect(url)
+        settings = QueueSettings(QUEUE, layout=LAYOUT)
+        consumers = shard_consumers(url, "w", settings, client=client, retry=DEFAULT_RETRY)
+        for consumer in consumers:
+            consumer.ensure_group()
+        claim = ShardClaim(consumers, client)
+        # When the master of shard 1 dies (no replica: its slots stay down)
+        cluster.kill(cluster.master_of(LAYOUT.stream(QUEUE, 1)))
+        # Then claims go on from the other two shards, at once
+        started = time.monotonic()
+        taken = [d for _ in range(4) for d in claim(3, time.monotonic() + 1)]
+        assert time.monotonic() - started < 10
+        assert taken and {d.shard for d in taken} == {0, 2}
+        producer.close()
+        client.close()

@@ -3,8 +3,15 @@ the alert rules judge (``read_fleet`` in fleet.py fills these)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis
+
+    from orbiter_sync.queue import QueueSettings
 
 RECENT_WINDOW = 300.0  # seconds: the window of the recent counts (five one-minute buckets)
 # retries wait at most a minute (the backoff's cap): the delayed entries due within it
@@ -97,3 +104,28 @@ class FleetSnapshot:
             "slots": {"total": self.slots_total, "busy": self.slots_busy},
             "read_at": self.read_at,
         }
+
+
+def queue_depths(client: redis.Redis, queues: Sequence[QueueSettings]) -> dict[str, int]:
+    """The depth of each queue (of each name: its shards added up) read in one pipeline:
+    entries not yet delivered plus delayed entries due within :data:`DUE_SOON`. A queue
+    a shard of which could not be read is left out, rather than shown too low."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        pipe.xlen(q.stream)
+        pipe.zcount(q.delayed_key, "-inf", time.time() + DUE_SOON)
+        pipe.xinfo_groups(q.stream)
+    replies = pipe.execute(raise_on_error=False)
+    depths: dict[str, int] = {}
+    unread: set[str] = set()
+    for index, q in enumerate(queues):
+        length, delayed, groups = replies[3 * index : 3 * index + 3]
+        if isinstance(length, Exception) or isinstance(delayed, Exception):
+            unread.add(q.name)
+            continue
+        group: dict[str, Any] = {} if isinstance(groups, Exception) else (
+            next((g for g in groups if g.get("name") == q.group), {}))  # fmt: skip
+        lag, pending = group.get("lag"), int(group.get("pending") or 0)
+        waiting = undelivered(int(length), pending, None if lag is None else int(lag))
+        depths[q.name] = depths.get(q.name, 0) + waiting + int(delayed)
+    return {name: depth for name, depth in depths.items() if name not in unread}

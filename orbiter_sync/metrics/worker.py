@@ -1,10 +1,10 @@
 """A worker's own metrics: the ``orbiter_distributed_*`` series its ``/metrics`` serves.
 
 Off by default, and then free: slots, the maintenance loop and the event publisher
-report to :func:`recorder`, whose default recorder does nothing (prometheus-client is
-not even imported). :func:`serve` puts a recording one in its place and serves
-prometheus-client's default registry (its process and GC metrics, and any an agent's
-code registers, come along) on ``0.0.0.0:port``; :meth:`MetricsServer.close` undoes it.
+report to :func:`recorder`, whose default does nothing (prometheus-client is not even
+imported). :func:`serve` puts a recording one in its place and serves the default
+registry (with its process and GC metrics, and any an agent's code registers) on
+``0.0.0.0:port``; :meth:`MetricsServer.close` undoes it.
 
 Labels: ``queue``, and ``agent`` (the payload's ``name``, else its entrypoint; at most
 ``MAX_AGENT_LABELS`` names a process, the rest as ``other``). Completed, failed (for
@@ -33,7 +33,7 @@ from orbiter_sync.cluster_client import REDIS_FAILURES
 from orbiter_sync.connection import Budget, connect
 from orbiter_sync.errors import ConfigurationError
 from orbiter_sync.metrics import names
-from orbiter_sync.metrics.snapshot import DUE_SOON, undelivered
+from orbiter_sync.metrics.snapshot import queue_depths
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -293,29 +293,13 @@ class _Collector:
         try:
             if self._client is None:
                 self._client = connect(self.state.redis_url, budget=SCRAPE_BUDGET)
-            pipe = self._client.pipeline(transaction=False)
-            for q in self.state.queues:
-                pipe.xlen(q.stream)
-                pipe.zcount(q.delayed_key, "-inf", time.time() + DUE_SOON)
-                pipe.xinfo_groups(q.stream)
-            replies = pipe.execute(raise_on_error=False)
+            depths = queue_depths(self._client, self.state.queues)
         except UNREADABLE as exc:
             if not self._failing:
                 logger.warning("metrics: queue depth not read from Redis: %s", exc)
             self._failing = True
             return {}
         self._failing = False
-        depths: dict[str, int] = {}
-        for index, q in enumerate(self.state.queues):
-            length, delayed, groups = replies[3 * index : 3 * index + 3]
-            if isinstance(length, Exception) or isinstance(delayed, Exception):
-                continue
-            group: dict[str, Any] = {} if isinstance(groups, Exception) else (
-                next((g for g in groups if g.get("name") == q.group), {}))  # fmt: skip
-            lag = group.get("lag")
-            pending = int(group.get("pending") or 0)
-            waiting = undelivered(int(length), pending, None if lag is None else int(lag))
-            depths[q.name] = depths.get(q.name, 0) + waiting + int(delayed)  # its shards'
         return depths
 
     def close(self) -> None:
