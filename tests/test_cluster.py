@@ -69,6 +69,13 @@ def stream_lengths(rc: redis.Redis) -> list[int]:
     return [int(rc.xlen(LAYOUT.stream(QUEUE, shard))) for shard in range(3)]
 
 
+def cli_json(*args: str, url: str) -> Any:
+    done = subprocess.run([CLI, *args, "--redis-url", url, "--json"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def id_on_shard(shard: int) -> str:
     while True:
         task_id = uuid.uuid4().hex
@@ -101,6 +108,11 @@ def test_a_sharded_queue_spreads_over_the_masters_and_runs_every_task(
     health = subprocess.run([CLI, "health", "--this-host", "--redis-url", url],
                             capture_output=True, text=True, timeout=30)  # fmt: skip
     assert health.returncode == 0, health.stdout + health.stderr
+    # and task list and queue stats read every shard
+    listed = cli_json("task", "list", "--status", "completed", "--limit", "100", url=url)
+    assert len(listed) == 61
+    stats = cli_json("queue", "stats", url=url)
+    assert (stats["length"], stats["pending"], stats["lag"], stats["consumers"]) == (0, 0, 0, 1)
 
 
 def test_cancel_of_running_and_pending_tasks(
@@ -146,14 +158,8 @@ def test_retries_and_dead_letters_work_per_shard(
     assert f"belongs to shard 1, not {QUEUE}#0" in reason
     assert worker.poll() is None
     # and the CLI sees both dead letters and the counters across the shards
-    listed = subprocess.run([CLI, "dead-letters", "list", "--redis-url", url, "--json"],
-                            capture_output=True, text=True, timeout=30)  # fmt: skip
-    assert listed.returncode == 0, listed.stderr
-    assert len(json.loads(listed.stdout)) == 3
-    shown = subprocess.run([CLI, "metrics", "show", "--redis-url", url, "--json"],
-                           capture_output=True, text=True, timeout=30)  # fmt: skip
-    assert shown.returncode == 0, shown.stderr
-    (queue,) = json.loads(shown.stdout)["queues"]
+    assert len(cli_json("dead-letters", "list", url=url)) == 3
+    (queue,) = cli_json("metrics", "show", url=url)["queues"]
     assert (queue["completed_total"], queue["retried_total"], queue["dead_letters"]) == (1, 2, 3)
 
 
