@@ -312,12 +312,11 @@ class EventPublisher(LayoutUser, RedisUser):
                 f"{event.type or 'an unknown type'!r} events are not published: "
                 f"the async library's readers know only {', '.join(EVENT_TYPES)}",
             )
-        payload = event.to_json()
-        eid = new_event_id()
+        payload, eid, layout = event.to_json(), new_event_id(), self.layout
         entry_id: str = self._retry.call(
             self._publish,
-            keys=[self.layout.event_stream(task_id)],
-            args=[payload, self.stream_ttl_seconds, eid, self.layout.event_channel(task_id)],
+            keys=[layout.event_stream(task_id)],
+            args=[payload, self.stream_ttl_seconds, eid, layout.event_channel(task_id)],
         )
         logger.debug("published %s event for task %s as %s", event.type, task_id, entry_id)
         return entry_id

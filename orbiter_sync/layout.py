@@ -106,12 +106,15 @@ class KeyLayout:
         """Where a cancel of ``task_id`` is published: its own channel (message
         ``cancel``), or in cluster mode its shard's channel (message: the task id)."""
         if self.cluster:
-            return self.tag(self.shard_of(task_id)) + keys.CANCEL_CHANNEL_PREFIX.rstrip(":")
+            return self._shard_cancels(self.shard_of(task_id))
         return keys.cancel_channel(task_id)
 
     def cancel_channels(self) -> list[str]:
         """The cluster's per-shard cancel channels a worker subscribes to."""
-        return [self.tag(s) + keys.CANCEL_CHANNEL_PREFIX.rstrip(":") for s in range(self.shards)]
+        return [self._shard_cancels(shard) for shard in range(self.shards)]
+
+    def _shard_cancels(self, shard: int) -> str:
+        return self.tag(shard) + keys.CANCEL_CHANNEL_PREFIX.rstrip(":")
 
     # -- per shard -----------------------------------------------------------------------
 

@@ -28,11 +28,19 @@ def shards_from_env(env: Mapping[str, str] | None = None) -> int | None:
     raw = (os.environ if env is None else env).get(QUEUE_SHARDS_ENV, "").strip()
     if not raw:
         return None
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_SHARDS:
+    count = _count(raw)
+    if count is None:
         raise ConfigurationError(
             f"{QUEUE_SHARDS_ENV} must be a whole number from 1 to {MAX_SHARDS}, got {raw!r}"
         )
-    return int(raw)
+    return count
+
+
+def _count(text: str) -> int | None:
+    """``text`` as a shard count (ASCII digits, 1 to MAX_SHARDS), or None."""
+    short = len(text) <= len(str(MAX_SHARDS))  # (int() refuses a 5000-digit string)
+    valid = short and text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_SHARDS
+    return int(text) if valid else None
 
 
 def check_shards(shards: int | None) -> None:
@@ -89,12 +97,12 @@ def layout_of(
 def _recorded(raw: object) -> int | None:
     if raw is None:
         return None
-    text = str(raw)
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_SHARDS:
+    count = _count(str(raw))
+    if count is None:
         raise ConfigurationError(
-            f"{SHARDS_KEY} holds {text[:40]!r}, not a shard count from 1 to {MAX_SHARDS}"
+            f"{SHARDS_KEY} holds {str(raw)[:40]!r}, not a shard count from 1 to {MAX_SHARDS}"
         )
-    return int(text)
+    return count
 
 
 def workers_layout(client: redis.Redis) -> KeyLayout:

@@ -43,10 +43,16 @@ class TaskStore(LayoutUser, RedisUser):
 
     def index_keys(self) -> list[str]:
         """The task index of every shard."""
-        return [self.layout.task_index(shard, self.prefix) for shard in range(self.layout.shards)]
+        layout = self.layout
+        return [layout.task_index(shard, self.prefix) for shard in range(layout.shards)]
 
     def key(self, task_id: str) -> str:
         return self.layout.task_hash(task_id, self.prefix)
+
+    def _hash_keys(self, task_ids: list[str]) -> list[str]:
+        """The hash of each task, the layout found once for them all."""
+        layout = self.layout
+        return [layout.task_hash(task_id, self.prefix) for task_id in task_ids]
 
     def get_status(self, task_id: str) -> TaskResult | None:
         """The task's state, or None when no hash exists (never submitted, or expired)."""
@@ -58,8 +64,8 @@ class TaskStore(LayoutUser, RedisUser):
 
         def fetch() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
-            for task_id in task_ids:
-                pipe.hget(self.key(task_id), "status")
+            for key in self._hash_keys(task_ids):
+                pipe.hget(key, "status")
             return pipe.execute(raise_on_error=False)  # a key of the wrong type reads as None
 
         statuses = self._retry.call(fetch)
@@ -104,8 +110,8 @@ class TaskStore(LayoutUser, RedisUser):
     def _load(self, task_ids: list[str], index_key: str) -> list[TaskResult]:
         def fetch() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
-            for task_id in task_ids:
-                pipe.hgetall(self.key(task_id))
+            for key in self._hash_keys(task_ids):
+                pipe.hgetall(key)
             return pipe.execute(raise_on_error=False)
 
         loaded: list[TaskResult] = []

@@ -68,7 +68,7 @@ def test_a_misplaced_task_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.misplaced(task_id) == f"task id {task_id!r} belongs to shard 2, not q#0"
 
 
-@pytest.mark.parametrize("raw", ["0", "x", "-1", "2000", "1.5", "²", "١٢"])
+@pytest.mark.parametrize("raw", ["0", "x", "-1", "2000", "1.5", "²", "١٢", "9" * 5000])
 def test_a_bad_shard_count_in_the_environment_is_refused(raw: str) -> None:
     with pytest.raises(ConfigurationError, match="ORBITER_QUEUE_SHARDS must be a whole number"):
         shards_from_env({"ORBITER_QUEUE_SHARDS": raw})
