@@ -49,7 +49,7 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:
     import hiredis
 
-from orbiter_sync.cluster_client import connect_cluster
+from orbiter_sync.cluster_client import REDIS_ERRORS, connect_cluster
 from orbiter_sync.env import CERT_REQS_ENV
 from orbiter_sync.errors import ConfigurationError, RedisUnavailableError
 from orbiter_sync.urls import (
@@ -227,7 +227,6 @@ TRANSIENT_CLUSTER_ERRORS = (
     "All slots are not covered",
     "startup_nodes could not agree",
 )
-REDIS_FAILURES = (redis.RedisError, RedisClusterException)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -285,7 +284,7 @@ class RetryPolicy:
         started = time.monotonic()
         try:
             return fn(*args, **kwargs)
-        except REDIS_FAILURES as exc:
+        except REDIS_ERRORS as exc:
             if not is_transient(exc):
                 raise
             first: BaseException | None = exc
@@ -299,7 +298,7 @@ class RetryPolicy:
 
         try:
             return self._retrying.copy(stop=self._stop_since(started))(attempt)
-        except REDIS_FAILURES as exc:
+        except REDIS_ERRORS as exc:
             if not is_transient(exc):
                 raise
             unreachable = isinstance(exc, (*RETRYABLE_ERRORS, RedisClusterException))
